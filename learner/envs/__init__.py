@@ -1,0 +1,1 @@
+"""Multi-clip imitation environments: the MuJoCo humanoid and a cheap planar walker."""
