@@ -1,0 +1,238 @@
+"""The actor-critic network: a Gaussian policy and a critic with one value head per clip.
+
+Design note §5: a shared critic backbone with per-clip value heads ``V_i(s)`` (selected by
+the active clip id), and optionally a mixture-of-experts actor whose gate sees the soft
+priorities ``w`` (``reward_weights``) and the clip one-hot. The log standard deviation is
+state independent. Observations arrive already normalised (``learner.normalization``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from learner.ppo import gaussian_entropy_per_dim
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of an :class:`ActorCritic`; saved with checkpoints and experts."""
+
+    obs_dim: int
+    action_dim: int
+    num_clips: int
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor (each expert) and of the critic backbone."""
+    per_clip_value_heads: bool = True
+    """One value head per clip on a shared backbone (§5); else a single head."""
+    moe_experts: int = 0
+    """Number of actor experts mixed by the gate (§5); 0 = plain MLP actor."""
+    gate_hidden: int = 64
+    """Hidden width of the mixture-of-experts gate."""
+    init_log_std: float = -1.0
+    """Initial log standard deviation of the Gaussian policy."""
+    activation: Literal["relu", "tanh", "elu"] = "relu"
+    """Hidden activation (ReLU as in DeepMimic; on this CPU tanh costs ~20x a ReLU)."""
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-data form, for checkpoints."""
+        data = asdict(self)
+        data["hidden"] = list(self.hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`."""
+        values = dict(data)
+        values["hidden"] = tuple(values["hidden"])  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _layer(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
+    """A linear layer with orthogonal weights of the given gain and zero bias."""
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "elu": nn.functional.elu,
+}
+
+
+class MLP(nn.Module):
+    """Linear layers with an activation between them (and after the last when ``out_dim`` is None).
+
+    The forward pass calls ``F.linear`` directly instead of nesting modules: at the
+    rollout's batch of a few envs, per-module call overhead cost more than the maths.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        out_dim: int | None,
+        out_gain: float = 1.0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        widths = [in_dim, *hidden]
+        layers = [_layer(a, b, 2.0**0.5) for a, b in itertools.pairwise(widths)]
+        if out_dim is not None:
+            layers.append(_layer(widths[-1], out_dim, out_gain))
+        self.layers = nn.ModuleList(layers)
+        self.activation = ACTIVATIONS[activation]
+        self._activated = len(hidden)
+        """How many leading layers are followed by the activation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the layers."""
+        for i, layer in enumerate(self.layers):
+            x = nn.functional.linear(x, layer.weight, layer.bias)
+            if i < self._activated:
+                x = self.activation(x)
+        return x
+
+    @property
+    def last(self) -> nn.Linear:
+        """The last linear layer."""
+        return self.layers[-1]  # type: ignore[return-value]
+
+
+def clip_one_hot(clip_ids: Tensor, num_clips: int) -> Tensor:
+    """(B,) clip ids -> (B, K) float one-hot."""
+    return nn.functional.one_hot(clip_ids.long(), num_clips).to(torch.float32)
+
+
+class MLPActor(nn.Module):
+    """Plain actor: obs -> action mean."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.net = MLP(config.obs_dim, config.hidden, config.action_dim, 0.01, config.activation)
+
+    def forward(self, obs: Tensor, clip_ids: Tensor, reward_weights: Tensor) -> Tensor:
+        """Action mean (B, A); clip ids and weights are unused."""
+        return self.net.forward(obs)
+
+    def output_weights(self) -> list[Tensor]:
+        """The last layer's weights (what GradNorm measures)."""
+        return [self.net.last.weight]
+
+
+class MoEActor(nn.Module):
+    """Mixture of experts: mean = sum_e g_e(obs, w, onehot(i)) * mu_e(obs) (§5)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_clips = config.num_clips
+        self.experts = nn.ModuleList(
+            MLP(config.obs_dim, config.hidden, config.action_dim, 0.01, config.activation)
+            for _ in range(config.moe_experts)
+        )
+        gate_in = config.obs_dim + 2 * config.num_clips
+        self.gate = MLP(gate_in, (config.gate_hidden,), config.moe_experts, 0.01, config.activation)
+
+    def gate_probs(self, obs: Tensor, clip_ids: Tensor, reward_weights: Tensor) -> Tensor:
+        """(B, E) gate probabilities: softmax(gate([obs, w, onehot(clip)]))."""
+        weights = reward_weights.to(obs.dtype).expand(obs.shape[0], self.num_clips)
+        gate_in = torch.cat([obs, weights, clip_one_hot(clip_ids, self.num_clips)], dim=-1)
+        return torch.softmax(self.gate.forward(gate_in), dim=-1)
+
+    def forward(self, obs: Tensor, clip_ids: Tensor, reward_weights: Tensor) -> Tensor:
+        """Action mean (B, A), the gate-weighted sum of the experts' means."""
+        means = torch.stack([expert.forward(obs) for expert in self.experts], dim=1)  # (B, E, A)
+        gate = self.gate_probs(obs, clip_ids, reward_weights)
+        return (gate.unsqueeze(-1) * means).sum(dim=1)
+
+    def output_weights(self) -> list[Tensor]:
+        """Every expert's last layer weights."""
+        return [expert.last.weight for expert in self.experts]
+
+
+class ActorCritic(nn.Module):
+    """Gaussian actor (state-independent log std) and a critic with per-clip value heads."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.actor: MLPActor | MoEActor = (
+            MoEActor(config) if config.moe_experts > 0 else MLPActor(config)
+        )
+        self.log_std = nn.Parameter(torch.full((config.action_dim,), config.init_log_std))
+        self.critic_backbone = MLP(config.obs_dim, config.hidden, None, 1.0, config.activation)
+        heads = config.num_clips if config.per_clip_value_heads else 1
+        self.value_heads = _layer(config.hidden[-1], heads, 1.0)
+
+    def action_mean(self, obs: Tensor, clip_ids: Tensor, reward_weights: Tensor) -> Tensor:
+        """Mean of pi(.|s, i) for (B, obs_dim) obs, (B,) clip ids and (K,) or (B, K) weights."""
+        return self.actor.forward(obs, clip_ids, reward_weights)
+
+    def all_values(self, obs: Tensor) -> Tensor:
+        """(B, heads) every value head's estimate."""
+        heads = self.value_heads
+        return nn.functional.linear(self.critic_backbone.forward(obs), heads.weight, heads.bias)
+
+    def value(self, obs: Tensor, clip_ids: Tensor) -> Tensor:
+        """(B,) V_{c}(s): the head of each sample's clip (or the single head)."""
+        values = self.all_values(obs)
+        if values.shape[-1] == 1:
+            return values[:, 0]
+        return values.gather(1, clip_ids.long().unsqueeze(1))[:, 0]
+
+    def log_prob(self, mean: Tensor, actions: Tensor) -> Tensor:
+        """(B,) log N(a; mean, diag(exp(log_std))^2), summed over action dims."""
+        log_std = self.log_std.expand_as(mean)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z**2 - log_std - _HALF_LOG_2PI).sum(-1)
+
+    def sample(self, mean: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Draw actions a = mean + exp(log_std) * noise."""
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + torch.exp(self.log_std) * noise
+
+    def act(
+        self,
+        obs: Tensor,
+        clip_ids: Tensor,
+        reward_weights: Tensor,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Sample actions and their log probabilities in one pass (the rollout's hot path).
+
+        a = mean + s * z with z ~ N(0, I) (drawn here, or given as ``noise``);
+        log pi(a) = -1/2 |z|^2 - sum_a log s_a - A/2 log 2 pi.
+        """
+        mean = self.actor.forward(obs, clip_ids, reward_weights)
+        if noise is None:
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + torch.exp(self.log_std) * noise, self.noise_log_prob(noise)
+
+    def noise_log_prob(self, noise: Tensor) -> Tensor:
+        """log pi(mean + s * z) from the standard-normal draws z alone (any leading shape).
+
+        log pi = -1/2 |z|^2 - sum_a log s_a - A/2 log 2 pi: with a state-independent std
+        the rollout can compute every step's log probability in one call at its end.
+        """
+        log_norm = self.log_std.sum() + noise.shape[-1] * _HALF_LOG_2PI
+        return -0.5 * (noise * noise).sum(-1) - log_norm
+
+    def entropy_per_dim(self) -> Tensor:
+        """Policy entropy per action dimension (state independent)."""
+        return gaussian_entropy_per_dim(self.log_std)
+
+    def balance_parameters(self) -> list[Tensor]:
+        """Last shared layers, where GradNorm measures per-clip gradient norms (§4)."""
+        return [*self.actor.output_weights(), self.critic_backbone.last.weight]

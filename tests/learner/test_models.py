@@ -1,0 +1,126 @@
+"""ActorCritic: per-clip value heads, the MoE gate, the Gaussian policy."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from learner.models import ActorCritic, ModelConfig
+
+OBS, ACT, CLIPS = 6, 3, 4
+
+
+def make(**kwargs: object) -> ActorCritic:
+    torch.manual_seed(0)
+    return ActorCritic(
+        ModelConfig(obs_dim=OBS, action_dim=ACT, num_clips=CLIPS, hidden=(16, 16), **kwargs)
+    )  # type: ignore[arg-type]
+
+
+def test_value_uses_the_head_of_each_samples_clip() -> None:
+    model = make(per_clip_value_heads=True)
+    with torch.no_grad():
+        model.value_heads.bias.copy_(torch.arange(CLIPS, dtype=torch.float32) * 100.0)
+    obs = torch.randn(1, OBS).repeat(CLIPS, 1)
+    values = model.value(obs, torch.arange(CLIPS))
+    all_values = model.all_values(obs[:1])[0]
+    torch.testing.assert_close(values, all_values)
+    assert len(set(values.round().tolist())) == CLIPS
+
+
+def test_value_loss_on_one_clip_leaves_the_other_heads_untouched() -> None:
+    model = make(per_clip_value_heads=True)
+    obs = torch.randn(8, OBS)
+    (model.value(obs, torch.zeros(8, dtype=torch.long)) ** 2).mean().backward()
+    grad = model.value_heads.weight.grad
+    assert grad is not None
+    assert float(grad[0].abs().sum()) > 0.0
+    assert float(grad[1:].abs().sum()) == 0.0
+    assert model.critic_backbone.layers[0].weight.grad is not None  # the backbone is shared
+
+
+def test_single_value_head_ignores_the_clip() -> None:
+    model = make(per_clip_value_heads=False)
+    obs = torch.randn(1, OBS).repeat(CLIPS, 1)
+    values = model.value(obs, torch.arange(CLIPS))
+    torch.testing.assert_close(values, values[:1].expand(CLIPS))
+
+
+def test_plain_actor_ignores_weights_and_clip() -> None:
+    model = make(moe_experts=0)
+    obs = torch.randn(5, OBS)
+    a = model.action_mean(obs, torch.zeros(5, dtype=torch.long), torch.full((CLIPS,), 0.25))
+    b = model.action_mean(obs, torch.full((5,), 3), torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(a, b)
+
+
+def test_moe_gate_is_a_distribution_that_follows_the_soft_priorities_and_clip() -> None:
+    model = make(moe_experts=3)
+    with torch.no_grad():  # a gate with visible weights, so w and the clip matter
+        for layer in model.actor.gate.layers:
+            layer.weight.normal_(0.0, 1.0)
+    obs = torch.randn(5, OBS)
+    clips = torch.zeros(5, dtype=torch.long)
+    uniform = torch.full((CLIPS,), 0.25)
+    peaked = torch.tensor([0.97, 0.01, 0.01, 0.01])
+    gate = model.actor.gate_probs(obs, clips, uniform)
+    torch.testing.assert_close(gate.sum(-1), torch.ones(5))
+    assert bool((gate >= 0).all())
+    assert not torch.allclose(gate, model.actor.gate_probs(obs, clips, peaked))
+    assert not torch.allclose(gate, model.actor.gate_probs(obs, clips + 2, uniform))
+    mean_uniform = model.action_mean(obs, clips, uniform)
+    assert not torch.allclose(mean_uniform, model.action_mean(obs, clips, peaked))
+
+
+def test_moe_mean_is_the_gate_weighted_sum_of_expert_means() -> None:
+    model = make(moe_experts=2)
+    obs = torch.randn(4, OBS)
+    clips = torch.tensor([0, 1, 2, 3])
+    weights = torch.full((CLIPS,), 0.25)
+    gate = model.actor.gate_probs(obs, clips, weights)
+    experts = torch.stack([e(obs) for e in model.actor.experts], dim=1)
+    expected = (gate.unsqueeze(-1) * experts).sum(1)
+    torch.testing.assert_close(model.action_mean(obs, clips, weights), expected)
+
+
+def test_log_prob_and_entropy_match_torch_distributions() -> None:
+    model = make(init_log_std=-0.7)
+    mean = torch.randn(5, ACT)
+    actions = torch.randn(5, ACT)
+    dist = torch.distributions.Normal(mean, model.log_std.exp())
+    torch.testing.assert_close(model.log_prob(mean, actions), dist.log_prob(actions).sum(-1))
+    torch.testing.assert_close(model.entropy_per_dim(), dist.entropy().mean())
+
+
+def test_act_log_prob_agrees_with_log_prob_of_the_sampled_action() -> None:
+    model = make(init_log_std=-0.3)
+    obs = torch.randn(6, OBS)
+    clips = torch.zeros(6, dtype=torch.long)
+    weights = torch.full((CLIPS,), 0.25)
+    gen = torch.Generator().manual_seed(3)
+    actions, log_prob = model.act(obs, clips, weights, gen)
+    mean = model.action_mean(obs, clips, weights)
+    torch.testing.assert_close(log_prob, model.log_prob(mean, actions))
+
+
+def test_sample_uses_the_state_independent_std() -> None:
+    model = make(init_log_std=-1.0)
+    gen = torch.Generator().manual_seed(0)
+    samples = model.sample(torch.zeros(20000, ACT), gen)
+    torch.testing.assert_close(
+        samples.std(0), torch.full((ACT,), math.exp(-1.0)), atol=0.01, rtol=0
+    )
+
+
+def test_balance_parameters_are_the_last_shared_layers() -> None:
+    plain = make()
+    moe = make(moe_experts=3)
+    assert len(plain.balance_parameters()) == 2
+    assert len(moe.balance_parameters()) == 4  # every expert's output layer + critic
+    assert plain.balance_parameters()[0].shape == (ACT, 16)
+
+
+def test_model_config_round_trips_through_plain_data() -> None:
+    config = ModelConfig(obs_dim=3, action_dim=2, num_clips=5, hidden=(8, 4), moe_experts=2)
+    assert ModelConfig.from_dict(config.to_dict()) == config

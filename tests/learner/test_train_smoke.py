@@ -1,0 +1,265 @@
+"""End-to-end smoke of the training loop on tiny budgets: episodes, logs, checkpoints, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from learner.cli import build_train_parser, config_from_args, run_train
+from learner.clip_source import StaticClipSource
+from learner.config import TrainConfig, field_docs, load_config
+from learner.envs.base import NextClip
+from learner.train import ClipTracker, embedded_scheduler, train, train_experts
+from tests.learner.fake_env import FakeVecEnv
+
+CLIPS = ["Idle", "Walk", "Run"]
+
+
+def fake_env(config: TrainConfig, next_clip: NextClip) -> FakeVecEnv:
+    return FakeVecEnv(
+        CLIPS, config.num_envs, next_clip, skill_one_hot=config.skill_one_hot, seed=config.seed
+    )
+
+
+def tiny_config(tmp_path: Path, **overrides: object) -> TrainConfig:
+    base = TrainConfig(
+        num_envs=4,
+        rollout_steps=32,
+        minibatch_size=64,
+        update_epochs=2,
+        hidden=(16,),
+        total_steps=4 * 32 * 3,
+        log_dir=str(tmp_path / "runs"),
+        run_name="smoke",
+        progress=False,
+        norm_min_count=50,
+        checkpoint_every=1,
+    )
+    return base.with_overrides(**overrides)
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return set(accumulator.Tags()["scalars"])
+
+
+def test_training_runs_end_to_end_and_reports_every_episode_once(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    source = StaticClipSource(CLIPS, FakeVecEnv.term_names, np.array([0.5, 0.3, 0.2]), seed=1)
+    result = train(config, env_factory=fake_env, clip_source=source)
+
+    assert result.global_step == config.num_updates * config.batch_size
+    assert result.updates == config.num_updates
+    ids = [o.episode_id for o in source.outcomes]
+    assert len(ids) == result.episodes > 0
+    assert len(set(ids)) == len(ids)
+    assert all(i.startswith(config.learner_id) for i in ids)
+    assert {o.clip_id for o in source.outcomes} <= {0, 1, 2}
+    assert all(o.term_count == o.steps and len(o.term_mean) == 2 for o in source.outcomes)
+    assert source.actor_config().norm_count.sum() > 0  # the normalisers were fed
+    assert result.checkpoint_path.exists()
+
+    tags = scalar_tags(config.run_dir)
+    for name in CLIPS:
+        assert f"clips/{name}/target_usage" in tags
+        assert f"clips/{name}/grad_norm" in tags
+    assert {f"clips/{name}/usage" for name in CLIPS} & tags
+    expected = {
+        "charts/steps_per_second",
+        "charts/entropy",
+        "losses/policy_loss",
+        "losses/value_loss",
+    }
+    assert expected <= tags
+    assert any(t.endswith("/normalized_reward") for t in tags)
+    assert any(t.endswith("/success") for t in tags)
+    assert any(t.endswith("/episode_length") for t in tags)
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    first = train(tiny_config(tmp_path, total_steps=4 * 32 * 2), env_factory=fake_env)
+    saved = {k: v.clone() for k, v in first.model.state_dict().items()}
+    assert not list(first.checkpoint_path.parent.glob("*.tmp"))
+
+    again = train(tiny_config(tmp_path, total_steps=4 * 32 * 2), env_factory=fake_env)
+    assert again.global_step == first.global_step and again.updates == first.updates
+    for key, value in again.model.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+    assert again.obs_norm is not None and first.obs_norm is not None
+    assert again.obs_norm.count == first.obs_norm.count
+
+    longer = train(tiny_config(tmp_path, total_steps=4 * 32 * 4), env_factory=fake_env)
+    assert longer.updates == 4
+    assert longer.global_step == 4 * 4 * 32
+    assert longer.episodes > first.episodes
+
+
+def test_training_with_a_scheduler_reports_every_episode_to_the_run(tmp_path: Path) -> None:
+    pytest.importorskip("scheduler_service.api.app")
+    import httpx
+
+    with embedded_scheduler(str(tmp_path / "scheduler.db")) as url:
+        config = tiny_config(tmp_path, scheduler_url=url, run_state_every_s=0.05)
+        result = train(config, env_factory=fake_env)
+        state = httpx.get(f"{url}/runs/{config.run_name}").json()
+    assert [clip["name"] for clip in state["clips"]] == CLIPS
+    assert state["totals"]["episodes"] == result.episodes > 0
+    assert {f"clips/{name}/target_usage" for name in CLIPS} <= scalar_tags(config.run_dir)
+
+
+def test_fresh_run_without_resume_starts_from_zero(tmp_path: Path) -> None:
+    train(tiny_config(tmp_path, total_steps=4 * 32), env_factory=fake_env)
+    fresh = train(tiny_config(tmp_path, total_steps=4 * 32, resume=False), env_factory=fake_env)
+    assert fresh.updates == 1
+
+
+def test_gradnorm_moe_and_kl_to_experts_train_together(tmp_path: Path) -> None:
+    expert_config = tiny_config(tmp_path, total_steps=4 * 32, run_name="experts")
+    saved = train_experts(expert_config, tmp_path / "experts", env_factory=fake_env)
+    assert sorted(saved) == sorted(CLIPS)
+    assert json.loads((tmp_path / "experts" / "experts.json").read_text())["clips"].keys() == set(
+        CLIPS
+    )
+
+    config = tiny_config(
+        tmp_path,
+        gradnorm=True,
+        moe_experts=2,
+        kl_experts_path=str(tmp_path / "experts"),
+        kl_beta=0.05,
+        run_name="shared",
+    )
+    result = train(config, env_factory=fake_env)
+    stats = result.last_stats
+    assert np.isfinite(stats.kl_experts) and stats.kl_experts >= 0.0
+    present = stats.clip_loss_weights > 0
+    assert present.any()
+    assert np.isfinite(stats.clip_grad_norms[present]).all()
+    tags = scalar_tags(config.run_dir)
+    assert "losses/kl_experts" in tags
+    assert any(t.endswith("/loss_weight") for t in tags)
+    assert any(t.endswith("/kl_expert") for t in tags)
+
+
+def test_policy_learns_to_track_every_clip_of_the_fake_env(tmp_path: Path) -> None:
+    config = tiny_config(
+        tmp_path,
+        num_envs=8,
+        rollout_steps=64,
+        minibatch_size=256,
+        update_epochs=4,
+        hidden=(32, 32),
+        total_steps=8 * 64 * 24,
+        learning_rate=3e-3,
+        activation="tanh",  # learns this toy in fewer updates than the default ReLU
+        checkpoint_every=0,
+        reward_source="active_clip",
+    )
+    source = StaticClipSource(CLIPS, FakeVecEnv.term_names, seed=0)
+    train(config, env_factory=fake_env, clip_source=source)
+    for clip in range(len(CLIPS)):
+        per_step = [o.episode_return / o.steps for o in source.outcomes if o.clip_id == clip]
+        early, late = np.mean(per_step[:10]), np.mean(per_step[-10:])
+        assert late > max(early, 0.7), (CLIPS[clip], early, late)
+
+
+def test_clip_tracker_rejects_an_env_that_skips_next_clip() -> None:
+    class Source:
+        def next_clip(self) -> int:
+            return 1
+
+    tracker = ClipTracker(Source())  # type: ignore[arg-type]
+    env = FakeVecEnv(CLIPS, 2, lambda: 0)
+    env.reset()
+    with pytest.raises(RuntimeError):
+        tracker.on_reset(2)
+
+
+def test_cli_flags_override_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "train.toml"
+    path.write_text('num_envs = 3\nclips = ["Walk", "Run"]\naggregation = "lse"\ngradnorm = true\n')
+    parser = build_train_parser(argparse.ArgumentParser())
+    args = parser.parse_args(
+        [
+            "--config",
+            str(path),
+            "--num-envs",
+            "5",
+            "--no-gradnorm",
+            "--hidden",
+            "32,16",
+            "--kl-experts-path",
+            "none",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.num_envs == 5
+    assert config.clips == ("Walk", "Run")
+    assert config.aggregation == "lse"
+    assert config.gradnorm is False
+    assert config.hidden == (32, 16)
+    assert config.kl_experts_path is None
+    assert config_from_args(parser.parse_args([])) == TrainConfig()
+
+
+def test_config_files_reject_unknown_fields_and_bad_values(tmp_path: Path) -> None:
+    unknown = tmp_path / "bad.json"
+    unknown.write_text(json.dumps({"num_envz": 3}))
+    with pytest.raises(ValueError, match="num_envz"):
+        load_config(unknown)
+    bad_choice = tmp_path / "bad.toml"
+    bad_choice.write_text('aggregation = "mean"\n')
+    with pytest.raises(ValueError, match="aggregation"):
+        load_config(bad_choice)
+    with pytest.raises(ValueError, match="num_envs"):
+        TrainConfig(num_envs=0)
+
+
+def test_every_config_field_has_a_docstring() -> None:
+    docs = field_docs()
+    missing = [name for name in TrainConfig.__dataclass_fields__ if not docs.get(name)]
+    assert missing == []
+
+
+def test_train_command_trains_the_planar_env_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("learner.envs.planar")
+    parser = build_train_parser(argparse.ArgumentParser())
+    flags = [
+        "--env",
+        "planar",
+        "--num-envs",
+        "4",
+        "--rollout-steps",
+        "32",
+        "--minibatch-size",
+        "64",
+    ]
+    flags += ["--hidden", "32", "--no-progress", "--log-dir", str(tmp_path / "runs")]
+    flags += ["--run-name", "cli", "--aggregation", "lse", "--gradnorm"]
+    assert run_train(parser.parse_args([*flags, "--total-steps", "128"])) == 0
+    checkpoint = TrainConfig(log_dir=str(tmp_path / "runs"), run_name="cli").checkpoint_path
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 128
+    assert run_train(parser.parse_args([*flags, "--total-steps", "256"])) == 0
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 256
+    tags = scalar_tags(tmp_path / "runs" / "cli" / "learner0")
+    assert {"clips/Walk/target_usage", "clips/Sprint/grad_norm", "clips/Idle/loss_weight"} <= tags
+
+
+def test_dump_config_prints_the_effective_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_train_parser(argparse.ArgumentParser())
+    assert run_train(parser.parse_args(["--dump-config", "--moe-experts", "3"])) == 0
+    dumped = json.loads(capsys.readouterr().out)
+    assert dumped["moe_experts"] == 3
+    path = tmp_path / "dumped.json"
+    path.write_text(json.dumps(dumped))
+    assert load_config(path) == TrainConfig(moe_experts=3)
