@@ -1,0 +1,1163 @@
+"""The scheduler's use cases: each one a single transaction in one place.
+
+``SchedulerService`` creates runs, hands out clip ids, ingests outcome batches (and runs
+the controller update they trigger), applies operator overrides and reads state,
+history and audit. It owns the threads the database work runs on:
+
+- **one writer thread** (``writer.Writer``): every write transaction runs there, so
+  SQLite never sees two writers from this process and the event loop never blocks on a
+  write; outcome batches that queue up are group-committed; locks held by another
+  process are retried, and past the budget the caller gets ``Unavailable`` (HTTP 503).
+- **a small reader pool** for heavier reads (run state, history, audit).
+- the **event loop** itself for the one cheap indexed read of the hot path, on a
+  connection of its own (``VersionReader``).
+
+Per run it caches the immutable ``RunConfig`` and an ``ActorView``: a ``ClipSampler``
+and the pre-serialised ``actor_config`` JSON, keyed by ``state_version``. Each
+``next_clips`` call reads the current version (one indexed SELECT) and rebuilds the
+view when it moved, so several processes can share one database.
+
+``state_version`` counts changes of what actors see: it is bumped by controller
+updates, overrides and pause/resume, not by outcomes. The normaliser statistics in
+``actor_config`` are therefore a snapshot taken at the last controller update (the live
+moments move with every outcome and are shown in the run state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import IntegrityError
+
+from scheduler_service.algorithms.bandits import discounted_counts, ema_update
+from scheduler_service.algorithms.normalizers import Moments, merge_moments
+from scheduler_service.algorithms.probabilities import apply_floor, usage_shares
+from scheduler_service.algorithms.sampler import ClipSampler
+from scheduler_service.domain import (
+    MAX_CLIPS,
+    MAX_NEXT_CLIPS,
+    AuditRow,
+    ClipInfo,
+    ClipState,
+    HistoryRow,
+    IngestResult,
+    LearnerStats,
+    OutcomeRecord,
+    RunConfig,
+    RunSpec,
+    RunState,
+    RunSummary,
+    StrategyParams,
+    TermStats,
+    Totals,
+)
+from scheduler_service.errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    Unavailable,
+)
+from scheduler_service.policy import (
+    PolicyInputs,
+    PolicyStep,
+    apply_partial_shares,
+    effective_weights,
+    policy_step,
+    reduce_moments_by_key,
+    smoothed_usage,
+)
+from scheduler_service.store.engine import read_options
+from scheduler_service.store.repository import (
+    ClipCounters,
+    LearnerRow,
+    MomentRows,
+    Repository,
+    RunPolicy,
+    RunRow,
+    VersionReader,
+    config_json,
+    ensure_schema,
+)
+from scheduler_service.writer import Writer
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PolicyField = Literal["target_usage", "clip_probs", "reward_weights"]
+
+_WITH_VALUES: Mapping[PolicyField, Callable[[RunPolicy, np.ndarray], RunPolicy]] = {
+    "target_usage": lambda policy, values: replace(policy, target_usage=values),
+    "clip_probs": lambda policy, values: replace(policy, clip_probs=values),
+    # set weights are also where the adaptation continues from
+    "reward_weights": lambda policy, v: replace(policy, base_weights=v, reward_weights=v),
+}
+"""An override of one policy vector."""
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """Limits of the service (from ``Settings``)."""
+
+    max_outcomes_per_batch: int = 1024
+    learner_stale_seconds: float = 60.0
+    reader_threads: int = 4
+
+
+@dataclass(frozen=True)
+class ActorView:
+    """What the hot path serves for one state version of a run."""
+
+    run_id: int
+    state_version: int
+    sampler: ClipSampler
+    actor_config: bytes
+    """The ``actor_config`` JSON object, serialised once."""
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class _PreparedBatch:
+    """An outcome batch validated and resolved against the run's clips."""
+
+    learner_id: str
+    episode_ids: list[str]
+    hashes: list[str]
+    clip_ids: np.ndarray
+    steps: np.ndarray
+    returns: np.ndarray
+    success: np.ndarray
+    in_batch_duplicates: list[str]
+    term_item: np.ndarray
+    """Index (into the arrays above) of each reward-term entry."""
+    term_names: list[str]
+    term_count: np.ndarray
+    term_mean: np.ndarray
+    term_m2: np.ndarray
+
+
+def _payload_hash(learner_id: str, clip_id: int, outcome: OutcomeRecord) -> str:
+    """Digest of what an outcome says (a retry must repeat it exactly)."""
+    terms = sorted((k, v.count, v.mean, v.m2) for k, v in outcome.reward_terms.items())
+    payload = orjson.dumps(
+        [learner_id, clip_id, outcome.steps, outcome.episode_return, outcome.success, terms]
+    )
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+def _shares(values: np.ndarray) -> np.ndarray:
+    """values / sum(values), zeros (not uniform) when nothing was counted yet."""
+    total = float(values.sum())
+    return values / total if total > 0 else np.zeros(values.shape[0])
+
+
+class SchedulerService:
+    """The scheduler's use cases over one database (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        options: ServiceOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.options = options or ServiceOptions()
+        self.repo = Repository(engine.dialect)
+        self._clock = clock
+        self._writer = Writer(engine)
+        self._readers = ThreadPoolExecutor(
+            max_workers=self.options.reader_threads, thread_name_prefix="clipsched-reader"
+        )
+        self._read_options = read_options(engine)
+        self._versions = VersionReader(engine)
+        self._configs: dict[str, RunConfig] = {}
+        self._views: dict[str, ActorView] = {}
+        self._view_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def database_kind(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def start(self) -> None:
+        """Create or check the schema (call once before serving)."""
+        ensure_schema(self.engine)
+
+    def close(self) -> None:
+        """Finish pending work and release threads and connections."""
+        self._writer.close()
+        self._readers.shutdown(wait=True)
+        self._versions.close()
+        self.engine.dispose()
+
+    # ----- transactions ------------------------------------------------------------------
+
+    @contextmanager
+    def _read_tx(self) -> Iterator[Connection]:
+        with (
+            self.engine.connect().execution_options(**self._read_options) as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    async def _write(self, work: Callable[[Connection], T], *, groupable: bool = False) -> T:
+        """Run ``work`` in a write transaction on the writer thread (see ``writer``)."""
+        return await asyncio.wrap_future(self._writer.submit(work, groupable=groupable))
+
+    async def _read(self, work: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self._read_tx() as conn:
+                return work(conn)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, run)
+
+    async def get_config(self, name: str) -> RunConfig:
+        """The run's immutable config (cached; runs are never deleted)."""
+        config = self._configs.get(name)
+        if config is None:
+            config = await self._read(lambda conn: self.repo.run_config(conn, name))
+            if config is None:
+                raise NotFound(f"run {name!r} does not exist")
+            self._configs[name] = config
+        return config
+
+    def _locked_run(self, conn: Connection, name: str, if_match: int | None = None) -> RunRow:
+        """The run row under the run lock, checked against ``If-Match``."""
+        row = self.repo.run(conn, name, lock=True)
+        if row is None:
+            raise NotFound(f"run {name!r} does not exist")
+        if if_match is not None and if_match != row.state_version:
+            raise PreconditionFailed(row.state_version)
+        return row
+
+    def _bump(self, conn: Connection, row: RunRow, **fields: Any) -> int:
+        """state_version += 1 (and set ``fields`` of the run row)."""
+        version = row.state_version + 1
+        self.repo.set_run_fields(conn, row.id, state_version=version, **fields)
+        return version
+
+    # ----- health ------------------------------------------------------------------------
+
+    async def check_database(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        await self._read(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
+
+    # ----- runs --------------------------------------------------------------------------
+
+    async def create_run(self, spec: RunSpec, *, actor: str = "anonymous") -> RunState:
+        """Create a run from a resolved spec; Conflict if the name is taken."""
+        strategy, clips, policy = _resolve_new_run(spec)
+        now = self._clock()
+
+        def work(conn: Connection) -> RunState:
+            if self.repo.run_exists(conn, spec.name):
+                raise Conflict(f"run {spec.name!r} already exists")
+            run_id = self.repo.create_run(
+                conn,
+                name=spec.name,
+                config=config_json(strategy, spec.aggregation, spec.preset),
+                created_at=now,
+                clips=clips,
+                policy=policy,
+            )
+            self.repo.insert_audit(
+                conn,
+                run_id,
+                time=now,
+                actor=actor,
+                action="create_run",
+                old=None,
+                new={"preset": spec.preset, "clips": len(clips)},
+                state_version=1,
+            )
+            config = self.repo.run_config(conn, spec.name)
+            assert config is not None
+            return self._state_tx(conn, config, now)
+
+        try:
+            return await self._write(work)
+        except IntegrityError as exc:  # another replica created it between check and insert
+            raise Conflict(f"run {spec.name!r} already exists") from exc
+
+    async def list_runs(self) -> list[RunSummary]:
+        """Every run, by name."""
+        rows = await self._read(self.repo.list_runs)
+        summaries = []
+        for row, config, clip_count, created_at in rows:
+            strategy_kind = orjson.loads(config)["strategy"]["kind"]
+            summaries.append(
+                RunSummary(
+                    name=row.name,
+                    clip_count=clip_count,
+                    strategy=strategy_kind,
+                    state_version=row.state_version,
+                    paused=row.paused,
+                    totals=Totals(row.total_episodes, row.total_steps, row.updates),
+                    created_at=created_at,
+                )
+            )
+        return summaries
+
+    async def get_run_state(self, name: str) -> RunState:
+        """The run's clips, targets, usage, learners and totals, read in one transaction."""
+        config = await self.get_config(name)
+        now = self._clock()
+        return await self._read(lambda conn: self._state_tx(conn, config, now))
+
+    def _state_tx(self, conn: Connection, config: RunConfig, now: float) -> RunState:
+        row = self.repo.run(conn, config.name)
+        if row is None:
+            raise NotFound(f"run {config.name!r} does not exist")
+        return _build_run_state(
+            config,
+            row,
+            self.repo.policy(conn, row.id),
+            self.repo.clip_counters(conn, row.id),
+            self.repo.term_moments(conn, row.id),
+            self.repo.learners(conn, row.id),
+            now=now,
+            stale_seconds=self.options.learner_stale_seconds,
+        )
+
+    # ----- the hot path ------------------------------------------------------------------
+
+    async def next_clips(self, name: str, n: int, known_version: int | None = None) -> bytes:
+        """``n`` sampled clip ids as a JSON object; ``actor_config`` unless already known."""
+        if not 1 <= n <= MAX_NEXT_CLIPS:
+            raise InvalidInput.one(("n",), f"must be between 1 and {MAX_NEXT_CLIPS}")
+        try:
+            head = self._versions.read(name)
+        except Exception as exc:  # the driver's own error type, after one reconnect
+            logger.warning("version read failed: %s", exc)
+            raise Unavailable("the database cannot be read; retry shortly") from exc
+        if head is None:
+            raise NotFound(f"run {name!r} does not exist")
+        view = self._views.get(name)
+        if view is None or view.state_version < head[1]:
+            view = await self._refresh_view(name, head[1])
+        clip_ids = view.sampler.sample(n, view.rng)
+        parts = [
+            b'{"clip_ids":',
+            orjson.dumps(clip_ids, option=orjson.OPT_SERIALIZE_NUMPY),
+            b',"state_version":',
+            str(view.state_version).encode(),
+        ]
+        if known_version != view.state_version:
+            parts += [b',"actor_config":', view.actor_config]
+        parts.append(b"}")
+        return b"".join(parts)
+
+    async def _refresh_view(self, name: str, at_least: int) -> ActorView:
+        lock = self._view_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            view = self._views.get(name)
+            if view is not None and view.state_version >= at_least:
+                return view  # another request rebuilt it meanwhile
+            config = await self.get_config(name)
+            fresh = await self._read(lambda conn: self._build_view(conn, config))
+            current = self._views.get(name)
+            if current is None or fresh.state_version > current.state_version:
+                self._views[name] = fresh
+                logger.debug("run %s: actor view at version %d", name, fresh.state_version)
+            return self._views[name]
+
+    def _build_view(self, conn: Connection, config: RunConfig) -> ActorView:
+        row = self.repo.run(conn, config.name)
+        if row is None:
+            raise NotFound(f"run {config.name!r} does not exist")
+        policy = self.repo.policy(conn, row.id)
+        moments = policy.normalizers
+        aggregation = config.aggregation
+        actor_config = {
+            "clip_names": config.clip_names,
+            "clip_probs": policy.clip_probs,
+            "reward_weights": policy.reward_weights,
+            "aggregation": {
+                "kind": aggregation.kind,
+                "temperature": aggregation.temperature,
+                "threshold_delta": aggregation.threshold_delta,
+            },
+            "normalizers": {
+                "terms": policy.normalizer_terms,
+                "mean": moments.mean,
+                "std": moments.std,
+                "count": moments.count,
+            },
+            "paused": row.paused,
+        }
+        return ActorView(
+            run_id=row.id,
+            state_version=row.state_version,
+            sampler=ClipSampler(policy.clip_probs),
+            actor_config=orjson.dumps(actor_config, option=orjson.OPT_SERIALIZE_NUMPY),
+            rng=np.random.default_rng(),
+        )
+
+    # ----- outcomes ----------------------------------------------------------------------
+
+    async def ingest_outcomes(
+        self, name: str, learner_id: str, outcomes: Sequence[OutcomeRecord]
+    ) -> IngestResult:
+        """Store a batch of outcomes exactly once and run the controller if it is due."""
+        if len(outcomes) > self.options.max_outcomes_per_batch:
+            raise PayloadTooLarge(
+                f"{len(outcomes)} outcomes in one batch; at most "
+                f"{self.options.max_outcomes_per_batch}"
+            )
+        if not outcomes:
+            raise InvalidInput.one(("outcomes",), "at least one outcome is required")
+        config = await self.get_config(name)
+        batch = _prepare_batch(config, learner_id, outcomes)
+        now = self._clock()
+        return await self._write(
+            lambda conn: self._ingest_tx(conn, config, batch, now), groupable=True
+        )
+
+    def _ingest_tx(
+        self, conn: Connection, config: RunConfig, batch: _PreparedBatch, now: float
+    ) -> IngestResult:
+        repo = self.repo
+        row = self._locked_run(conn, config.name)
+        inserted = repo.insert_outcomes(
+            conn,
+            [
+                {
+                    "run_id": row.id,
+                    "episode_id": episode_id,
+                    "clip_id": clip_id,
+                    "learner_id": batch.learner_id,
+                    "steps": steps,
+                    "episode_return": episode_return,
+                    "success": success,
+                    "payload_hash": payload_hash,
+                    "received_at": now,
+                }
+                for episode_id, payload_hash, clip_id, steps, episode_return, success in zip(
+                    batch.episode_ids,
+                    batch.hashes,
+                    batch.clip_ids.tolist(),
+                    batch.steps.tolist(),
+                    batch.returns.tolist(),
+                    batch.success.tolist(),
+                    strict=True,
+                )
+            ],
+        )
+        duplicates = list(batch.in_batch_duplicates)
+        if len(inserted) < len(batch.episode_ids):
+            known = [e for e in batch.episode_ids if e not in inserted]
+            stored = repo.outcome_hashes(conn, row.id, known)
+            hashes = dict(zip(batch.episode_ids, batch.hashes, strict=True))
+            clashes = [e for e in known if stored.get(e) != hashes[e]]
+            if clashes:
+                raise Conflict(
+                    f"episode_id {clashes[0]!r} is already stored with a different payload"
+                    + (f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else "")
+                )
+            duplicates += known
+        fresh = np.fromiter((e in inserted for e in batch.episode_ids), bool, len(batch.hashes))
+        if not fresh.any():
+            return IngestResult(0, tuple(duplicates), row.state_version, updated=False)
+
+        clip_ids = batch.clip_ids[fresh]
+        steps = batch.steps[fresh]
+        success = batch.success[fresh]
+        returns = batch.returns[fresh]
+        touched, local = np.unique(clip_ids, return_inverse=True)
+        m = touched.shape[0]
+        previous = repo.clip_counters(conn, row.id, touched.tolist())
+        strategy = config.strategy
+        ema_success, _ = ema_update(
+            previous.ema_success, previous.episodes, local, success, strategy.success_ema
+        )
+        ema_return, _ = ema_update(
+            previous.ema_return, previous.episodes, local, returns, strategy.success_ema
+        )
+        ts_successes, ts_failures = discounted_counts(
+            previous.ts_successes,
+            previous.ts_failures,
+            local,
+            success,
+            strategy.thompson_discount,
+        )
+        episodes = np.bincount(local, minlength=m).astype(np.int64)
+        clip_steps = np.rint(np.bincount(local, weights=steps, minlength=m)).astype(np.int64)
+        repo.add_clip_counters(
+            conn,
+            row.id,
+            ClipCounters(
+                clip_ids=touched,
+                episodes=episodes,
+                steps=clip_steps,
+                return_sum=np.bincount(local, weights=returns, minlength=m),
+                success_sum=np.bincount(local, weights=success, minlength=m),
+                ema_success=ema_success,
+                ema_return=ema_return,
+                ts_successes=ts_successes,
+                ts_failures=ts_failures,
+            ),
+        )
+        total_new_steps = int(steps.sum())
+        repo.add_learner(
+            conn,
+            row.id,
+            batch.learner_id,
+            episodes=int(fresh.sum()),
+            steps=total_new_steps,
+            now=now,
+            clip_ids=touched,
+            clip_episodes=episodes,
+            clip_steps=clip_steps,
+        )
+        if batch.term_item.shape[0]:
+            self._merge_term_moments(conn, row.id, batch, fresh)
+        repo.add_totals(conn, row.id, int(fresh.sum()), total_new_steps)
+
+        total_steps = row.total_steps + total_new_steps
+        interval = total_steps // strategy.update_every_steps
+        version, updated = row.state_version, False
+        if interval > row.interval_index:
+            version = self._controller_update(conn, config, row, total_steps, interval, now)
+            updated = True
+        return IngestResult(int(fresh.sum()), tuple(duplicates), version, updated=updated)
+
+    def _merge_term_moments(
+        self, conn: Connection, run_id: int, batch: _PreparedBatch, fresh: np.ndarray
+    ) -> None:
+        """Merge the batch's per-episode term moments into the run's per-clip moments."""
+        keep = fresh[batch.term_item]
+        if not keep.any():
+            return
+        names = [n for n, k in zip(batch.term_names, keep.tolist(), strict=True) if k]
+        terms = sorted(set(names))
+        column = {term: j for j, term in enumerate(terms)}
+        clip_ids = batch.clip_ids[batch.term_item[keep]]
+        term_index = np.fromiter((column[n] for n in names), np.int64, len(names))
+        keys, batch_moments = reduce_moments_by_key(
+            clip_ids * len(terms) + term_index,
+            Moments(
+                count=batch.term_count[keep], mean=batch.term_mean[keep], m2=batch.term_m2[keep]
+            ),
+        )
+        key_clips, key_terms = keys // len(terms), keys % len(terms)
+        stored = self.repo.term_moments(conn, run_id, key_clips.tolist())
+        position = {
+            (c, terms[j]): i
+            for i, (c, j) in enumerate(zip(key_clips.tolist(), key_terms.tolist(), strict=True))
+        }
+        count, mean, m2 = np.zeros(keys.shape[0]), np.zeros(keys.shape[0]), np.zeros(keys.shape[0])
+        for clip_id, term, c, mu, s in zip(
+            stored.clip_ids.tolist(),
+            stored.terms,
+            stored.count.tolist(),
+            stored.mean.tolist(),
+            stored.m2.tolist(),
+            strict=True,
+        ):
+            i = position.get((clip_id, term))
+            if i is not None:
+                count[i], mean[i], m2[i] = c, mu, s
+        # Chan et al. parallel merge of stored and batch moments (exact, order-free)
+        merged = merge_moments(Moments(count=count, mean=mean, m2=m2), batch_moments)
+        self.repo.write_term_moments(
+            conn,
+            run_id,
+            MomentRows(
+                clip_ids=key_clips,
+                terms=tuple(terms[j] for j in key_terms.tolist()),
+                count=merged.count,
+                mean=merged.mean,
+                m2=merged.m2,
+            ),
+        )
+
+    def _controller_update(
+        self,
+        conn: Connection,
+        config: RunConfig,
+        row: RunRow,
+        total_steps: int,
+        interval: int,
+        now: float,
+    ) -> int:
+        """One controller update (guarded by the run lock and ``interval_index``)."""
+        repo = self.repo
+        strategy = config.strategy
+        k = len(config.clips)
+        policy = repo.policy(conn, row.id)
+        counters = repo.clip_counters(conn, row.id)
+        window_episodes = counters.episodes - policy.window_start_episodes
+        window_steps = counters.steps - policy.window_start_steps
+        counted = window_episodes if strategy.usage_measure == "episodes" else window_steps
+        previous = policy.usage_ema
+        if counted.sum() > 0:
+            window = usage_shares(window_episodes, window_steps, strategy.usage_measure)
+            usage = smoothed_usage(previous, window, strategy.usage_ema)
+        else:  # nothing finished in this window: keep what we knew
+            window = np.zeros(k)
+            usage = previous if previous is not None else np.zeros(k)
+        seen = counters.episodes > 0
+        inputs = PolicyInputs(
+            target_usage=policy.target_usage,
+            clip_probs=policy.clip_probs,
+            base_weights=policy.base_weights,
+            reward_weights=policy.reward_weights,
+            usage=usage,
+            success=np.where(seen, counters.ema_success, 0.0),
+            episodes=counters.episodes,
+            thompson_successes=counters.ts_successes,
+            thompson_failures=counters.ts_failures,
+            total_steps=total_steps,
+        )
+        update_index = row.updates + 1
+        if row.paused or usage.sum() == 0:
+            step = PolicyStep(policy.clip_probs, policy.base_weights, policy.reward_weights)
+        else:
+            step = policy_step(
+                strategy,
+                config.aggregation,
+                config.clip_names,
+                inputs,
+                # reproducible: the same run and update index give the same draws
+                np.random.default_rng([row.id, update_index]),
+                clip_probs_frozen=row.clip_probs_frozen,
+                reward_weights_frozen=row.reward_weights_frozen,
+            )
+        # only clips with outcomes in this window can have new moments: patch those in
+        touched = np.flatnonzero(window_episodes > 0).tolist()
+        terms, normalizers = _patched_snapshot(
+            policy.normalizer_terms,
+            policy.normalizers,
+            repo.term_moments(conn, row.id, touched),
+        )
+        repo.write_policy(
+            conn,
+            row.id,
+            replace(
+                policy,
+                clip_probs=step.clip_probs,
+                base_weights=step.base_weights,
+                reward_weights=step.reward_weights,
+                usage_ema=usage if usage.sum() > 0 else previous,
+                window_start_episodes=counters.episodes,
+                window_start_steps=counters.steps,
+                normalizer_terms=terms,
+                normalizers=normalizers,
+            ),
+        )
+        repo.insert_history(
+            conn,
+            row.id,
+            HistoryRow(
+                update=update_index,
+                total_steps=total_steps,
+                time=now,
+                paused=row.paused,
+                target_usage=tuple(policy.target_usage.tolist()),
+                clip_probs=tuple(step.clip_probs.tolist()),
+                usage=tuple(usage.tolist()),
+                usage_window=tuple(window.tolist()),
+                reward_weights=tuple(step.reward_weights.tolist()),
+                success=tuple(
+                    float(s) if ok else None
+                    for s, ok in zip(counters.ema_success.tolist(), seen.tolist(), strict=True)
+                ),
+            ),
+        )
+        version = self._bump(conn, row, interval_index=interval, updates=update_index)
+        logger.info(
+            "run %s: update %d at %d steps -> version %d",
+            config.name,
+            update_index,
+            total_steps,
+            version,
+        )
+        return version
+
+    # ----- overrides ---------------------------------------------------------------------
+
+    async def set_targets(
+        self,
+        name: str,
+        *,
+        target_usage: Mapping[str, float] | None = None,
+        target_usage_by_group: Mapping[str, float] | None = None,
+        if_match: int | None = None,
+        actor: str = "anonymous",
+    ) -> RunState:
+        """Override target usage per clip or per group (partial-override rule)."""
+        config = await self.get_config(name)
+        named, loc = _named_clip_values(config, target_usage, target_usage_by_group)
+        return await self._override_policy(
+            config, "target_usage", named, loc, freeze=None, if_match=if_match, actor=actor
+        )
+
+    async def set_clip_probs(
+        self,
+        name: str,
+        clip_probs: Mapping[str, float] | None,
+        *,
+        freeze: bool | None = None,
+        if_match: int | None = None,
+        actor: str = "anonymous",
+    ) -> RunState:
+        """Set ``clip_probs`` (partial-override rule) and/or freeze them against updates."""
+        config = await self.get_config(name)
+        named = None if clip_probs is None else _clip_ids(config, clip_probs, "clip_probs")
+        return await self._override_policy(
+            config, "clip_probs", named, ("clip_probs",), freeze, if_match, actor
+        )
+
+    async def set_reward_weights(
+        self,
+        name: str,
+        reward_weights: Mapping[str, float] | None,
+        *,
+        freeze: bool | None = None,
+        if_match: int | None = None,
+        actor: str = "anonymous",
+    ) -> RunState:
+        """Set ``reward_weights`` (partial-override rule) and/or freeze them against updates."""
+        config = await self.get_config(name)
+        named = (
+            None if reward_weights is None else _clip_ids(config, reward_weights, "reward_weights")
+        )
+        return await self._override_policy(
+            config, "reward_weights", named, ("reward_weights",), freeze, if_match, actor
+        )
+
+    async def _override_policy(
+        self,
+        config: RunConfig,
+        field: PolicyField,
+        named: Mapping[int, float] | None,
+        loc: tuple[str | int, ...],
+        freeze: bool | None,
+        if_match: int | None,
+        actor: str,
+    ) -> RunState:
+        if named is None and freeze is None:
+            raise InvalidInput.one((field,), f"give {field} and/or freeze")
+        now = self._clock()
+        frozen_column = {
+            "clip_probs": "clip_probs_frozen",
+            "reward_weights": "reward_weights_frozen",
+        }
+
+        def work(conn: Connection) -> RunState:
+            row = self._locked_run(conn, config.name, if_match)
+            policy = self.repo.policy(conn, row.id)
+            current = {
+                "target_usage": policy.target_usage,
+                "clip_probs": policy.clip_probs,
+                "reward_weights": policy.reward_weights,
+            }[field]
+            old: dict[str, Any] = {field: _by_name(config, current)}
+            new: dict[str, Any] = {}
+            flags: dict[str, bool] = {}
+            if named is not None:
+                try:
+                    values = apply_partial_shares(current, named)
+                except ValueError as exc:
+                    raise InvalidInput.one(loc, str(exc)) from exc
+                self.repo.write_policy(conn, row.id, _WITH_VALUES[field](policy, values))
+                new[field] = _by_name(config, values)
+            if freeze is not None:
+                column = frozen_column.get(field)
+                assert column is not None
+                old["frozen"] = getattr(row, column)
+                new["frozen"] = freeze
+                flags[column] = freeze
+            version = self._bump(conn, row, **flags)
+            self.repo.insert_audit(
+                conn,
+                row.id,
+                time=now,
+                actor=actor,
+                action=f"set_{field}",
+                old=old,
+                new=new,
+                state_version=version,
+            )
+            return self._state_tx(conn, config, now)
+
+        return await self._write(work)
+
+    async def set_paused(
+        self, name: str, paused: bool, *, if_match: int | None = None, actor: str = "anonymous"
+    ) -> RunState:
+        """Pause (or resume) adaptation: controller updates keep measuring but change nothing."""
+        config = await self.get_config(name)
+        now = self._clock()
+
+        def work(conn: Connection) -> RunState:
+            row = self._locked_run(conn, config.name, if_match)
+            if row.paused != paused:
+                version = self._bump(conn, row, paused=paused)
+                self.repo.insert_audit(
+                    conn,
+                    row.id,
+                    time=now,
+                    actor=actor,
+                    action="pause" if paused else "resume",
+                    old={"paused": row.paused},
+                    new={"paused": paused},
+                    state_version=version,
+                )
+            return self._state_tx(conn, config, now)
+
+        return await self._write(work)
+
+    # ----- history and audit -------------------------------------------------------------
+
+    async def history(
+        self, name: str, since_update: int = 0, limit: int = 1000
+    ) -> list[HistoryRow]:
+        """Controller updates after ``since_update``, oldest first."""
+        config = await self.get_config(name)
+        return await self._read(
+            lambda conn: self.repo.history(conn, config.run_id, since_update, limit)
+        )
+
+    async def audit(self, name: str, since_id: int = 0, limit: int = 1000) -> list[AuditRow]:
+        """Operator actions on the run after audit id ``since_id``, oldest first."""
+        config = await self.get_config(name)
+        return await self._read(lambda conn: self.repo.audit(conn, config.run_id, since_id, limit))
+
+
+# --------------------------------------------------------------------------------------
+# Validation and resolution (pure)
+# --------------------------------------------------------------------------------------
+
+
+def _clip_ids(config: RunConfig, values: Mapping[str, float], field: str) -> dict[int, float]:
+    """Clip name -> value mapped to clip id -> value; unknown names are 422s."""
+    index = {clip.name: clip.id for clip in config.clips}
+    errors = [
+        FieldError((field, name), f"unknown clip {name!r}") for name in values if name not in index
+    ]
+    if errors:
+        raise InvalidInput(errors)
+    return {index[name]: float(v) for name, v in values.items()}
+
+
+def _named_clip_values(
+    config: RunConfig,
+    target_usage: Mapping[str, float] | None,
+    target_usage_by_group: Mapping[str, float] | None,
+) -> tuple[dict[int, float], tuple[str, ...]]:
+    """Per-clip or per-group targets as clip id -> value (a group's share split equally)."""
+    if (target_usage is None) == (target_usage_by_group is None):
+        raise InvalidInput.one(
+            ("target_usage",), "give exactly one of target_usage and target_usage_by_group"
+        )
+    if target_usage is not None:
+        return _clip_ids(config, target_usage, "target_usage"), ("target_usage",)
+    assert target_usage_by_group is not None
+    members: dict[str, list[int]] = {}
+    for clip in config.clips:
+        if clip.group is not None:
+            members.setdefault(clip.group, []).append(clip.id)
+    errors = [
+        FieldError(("target_usage_by_group", g), f"no clip is in group {g!r}")
+        for g in target_usage_by_group
+        if g not in members
+    ]
+    if errors:
+        raise InvalidInput(errors)
+    named: dict[int, float] = {}
+    for group, share in target_usage_by_group.items():
+        for clip_id in members[group]:
+            named[clip_id] = float(share) / len(members[group])
+    return named, ("target_usage_by_group",)
+
+
+def _by_name(config: RunConfig, values: np.ndarray) -> dict[str, float]:
+    return dict(zip(config.clip_names, values.tolist(), strict=True))
+
+
+def _resolve_new_run(
+    spec: RunSpec,
+) -> tuple[StrategyParams, tuple[ClipInfo, ...], RunPolicy]:
+    """Validate a run spec; returns the strategy (floor resolved), clips and first policy."""
+    k = len(spec.clips)
+    if not 1 <= k <= MAX_CLIPS:
+        raise InvalidInput.one(("clips",), f"a run has 1 to {MAX_CLIPS} clips, got {k}")
+    first_seen: dict[str, int] = {}
+    errors = []
+    for i, clip in enumerate(spec.clips):
+        if clip.name in first_seen:
+            errors.append(
+                FieldError(
+                    ("clips", i, "name"),
+                    f"duplicate clip name {clip.name!r} (also clips[{first_seen[clip.name]}])",
+                )
+            )
+        first_seen.setdefault(clip.name, i)
+    if errors:
+        raise InvalidInput(errors)
+
+    strategy = spec.strategy
+    p_min = min(0.01, 0.1 / k) if strategy.p_min is None else strategy.p_min
+    if p_min * k > 1.0 + 1e-12:
+        raise InvalidInput.one(
+            ("strategy", "p_min"), f"p_min * clips must be <= 1 (p_min={p_min}, clips={k})"
+        )
+    strategy = replace(strategy, p_min=p_min)
+
+    names = tuple(c.name for c in spec.clips)
+    config = RunConfig(
+        run_id=0,
+        name=spec.name,
+        clips=tuple(
+            ClipInfo(id=i, name=c.name, group=c.group, metadata=c.metadata)
+            for i, c in enumerate(spec.clips)
+        ),
+        strategy=strategy,
+        aggregation=spec.aggregation,
+        preset=spec.preset,
+        created_at=0.0,
+    )
+    curriculum = spec.aggregation.curriculum
+    if curriculum is not None:
+        unknown = [
+            FieldError(("aggregation", "curriculum", "clips", i), f"unknown clip {c!r}")
+            for i, c in enumerate(curriculum.clips)
+            if c not in first_seen
+        ]
+        if unknown:
+            raise InvalidInput(unknown)
+
+    # targets: the preset's (or uniform), then the request's by the partial-override rule
+    base = np.full(k, 1.0 / k)
+    if spec.default_target_usage is not None:
+        defaults = _clip_ids(config, spec.default_target_usage, "target_usage")
+        base = apply_partial_shares(base, defaults)
+    targets = base
+    if spec.target_usage is not None or spec.target_usage_by_group is not None:
+        named, loc = _named_clip_values(config, spec.target_usage, spec.target_usage_by_group)
+        targets = _partial(base, named, loc)
+    clip_probs = apply_floor(targets, p_min)
+    if spec.clip_probs is not None:
+        clip_probs = _partial(
+            clip_probs, _clip_ids(config, spec.clip_probs, "clip_probs"), ("clip_probs",)
+        )
+    base_weights = targets
+    if spec.reward_weights is not None:
+        base_weights = _partial(
+            targets, _clip_ids(config, spec.reward_weights, "reward_weights"), ("reward_weights",)
+        )
+    reward_weights = effective_weights(spec.aggregation, names, base_weights, 0)
+    policy = RunPolicy.initial(targets, clip_probs, base_weights, reward_weights)
+    return strategy, config.clips, policy
+
+
+def _partial(
+    current: np.ndarray, named: Mapping[int, float], loc: tuple[str | int, ...]
+) -> np.ndarray:
+    try:
+        return apply_partial_shares(current, named)
+    except ValueError as exc:
+        raise InvalidInput.one(loc, str(exc)) from exc
+
+
+def _prepare_batch(
+    config: RunConfig, learner_id: str, outcomes: Sequence[OutcomeRecord]
+) -> _PreparedBatch:
+    """Resolve clips and ids of a whole batch; any bad item rejects it (nothing stored)."""
+    index = {clip.name: clip.id for clip in config.clips}
+    k = len(config.clips)
+    errors: list[FieldError] = []
+    clip_ids: list[int] = []
+    for i, outcome in enumerate(outcomes):
+        clip = outcome.clip
+        if isinstance(clip, int):
+            if not 0 <= clip < k:
+                errors.append(
+                    FieldError(("outcomes", i, "clip"), f"no clip id {clip} (0..{k - 1})")
+                )
+            clip_ids.append(clip)
+        elif clip in index:
+            clip_ids.append(index[clip])
+        else:
+            errors.append(FieldError(("outcomes", i, "clip"), f"unknown clip {clip!r}"))
+            clip_ids.append(-1)
+    if errors:
+        raise InvalidInput(errors)
+
+    first: dict[str, tuple[int, str]] = {}
+    keep: list[int] = []
+    hashes: list[str] = []
+    in_batch_duplicates: list[str] = []
+    for i, outcome in enumerate(outcomes):
+        payload_hash = _payload_hash(learner_id, clip_ids[i], outcome)
+        seen = first.get(outcome.episode_id)
+        if seen is None:
+            first[outcome.episode_id] = (i, payload_hash)
+            keep.append(i)
+            hashes.append(payload_hash)
+        elif seen[1] == payload_hash:
+            in_batch_duplicates.append(outcome.episode_id)
+        else:
+            raise Conflict(
+                f"episode_id {outcome.episode_id!r} appears twice in the batch with different "
+                f"payloads (outcomes[{seen[0]}] and outcomes[{i}])"
+            )
+
+    kept = [outcomes[i] for i in keep]
+    term_item: list[int] = []
+    term_names: list[str] = []
+    term_values: list[tuple[float, float, float]] = []
+    for j, outcome in enumerate(kept):
+        for term, moments in outcome.reward_terms.items():
+            if moments.count > 0:
+                term_item.append(j)
+                term_names.append(term)
+                term_values.append((moments.count, moments.mean, moments.m2))
+    values = np.array(term_values, dtype=np.float64).reshape(len(term_values), 3)
+    return _PreparedBatch(
+        learner_id=learner_id,
+        episode_ids=[o.episode_id for o in kept],
+        hashes=hashes,
+        clip_ids=np.array([clip_ids[i] for i in keep], dtype=np.int64),
+        steps=np.array([o.steps for o in kept], dtype=np.int64),
+        returns=np.array([o.episode_return for o in kept], dtype=np.float64),
+        success=np.array([o.success for o in kept], dtype=np.float64),
+        in_batch_duplicates=in_batch_duplicates,
+        term_item=np.array(term_item, dtype=np.int64),
+        term_names=term_names,
+        term_count=values[:, 0].copy(),
+        term_mean=values[:, 1].copy(),
+        term_m2=values[:, 2].copy(),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Run state assembly (pure)
+# --------------------------------------------------------------------------------------
+
+
+def _patched_snapshot(
+    terms: tuple[str, ...], snapshot: Moments, rows: MomentRows
+) -> tuple[tuple[str, ...], Moments]:
+    """The (K, T) normaliser snapshot with the given (clip, term) rows written over it.
+
+    New terms add columns (empty for clips without them); terms stay sorted.
+    """
+    new_terms = tuple(sorted(set(terms) | set(rows.terms)))
+    column = {term: j for j, term in enumerate(new_terms)}
+    k = snapshot.count.shape[0]
+    old_columns = [column[term] for term in terms]
+    count, mean, m2 = (np.zeros((k, len(new_terms))) for _ in range(3))
+    count[:, old_columns] = snapshot.count
+    mean[:, old_columns] = snapshot.mean
+    m2[:, old_columns] = snapshot.m2
+    cols = np.fromiter((column[term] for term in rows.terms), np.int64, len(rows.terms))
+    count[rows.clip_ids, cols] = rows.count
+    mean[rows.clip_ids, cols] = rows.mean
+    m2[rows.clip_ids, cols] = rows.m2
+    return new_terms, Moments(count=count, mean=mean, m2=m2)
+
+
+def _build_run_state(
+    config: RunConfig,
+    row: RunRow,
+    policy: RunPolicy,
+    counters: ClipCounters,
+    moments: MomentRows,
+    learners: Sequence[LearnerRow],
+    *,
+    now: float,
+    stale_seconds: float,
+) -> RunState:
+    measure = config.strategy.usage_measure
+    by_measure = {
+        "episodes": (counters.episodes, policy.window_start_episodes),
+        "steps": (counters.steps, policy.window_start_steps),
+    }
+    total_counts, window_start = by_measure[measure]
+    usage_window = _shares((total_counts - window_start).astype(np.float64))
+    usage_total = _shares(total_counts.astype(np.float64))
+    usage = usage_window if policy.usage_ema is None else policy.usage_ema
+    k = len(config.clips)
+    per_clip: list[dict[str, TermStats]] = [{} for _ in range(k)]
+    if moments.terms:
+        stats = Moments(count=moments.count, mean=moments.mean, m2=moments.m2)
+        for clip_id, term, count, mean, std in zip(
+            moments.clip_ids.tolist(),
+            moments.terms,
+            stats.count.tolist(),
+            stats.mean.tolist(),
+            stats.std.tolist(),
+            strict=True,
+        ):
+            per_clip[clip_id][term] = TermStats(count=count, mean=mean, std=std)
+    clips = []
+    for clip in config.clips:
+        i = clip.id
+        n = int(counters.episodes[i])
+        clips.append(
+            ClipState(
+                id=i,
+                name=clip.name,
+                group=clip.group,
+                metadata=clip.metadata,
+                target_usage=float(policy.target_usage[i]),
+                usage=float(usage[i]),
+                usage_window=float(usage_window[i]),
+                usage_total=float(usage_total[i]),
+                clip_prob=float(policy.clip_probs[i]),
+                reward_weight=float(policy.reward_weights[i]),
+                success=float(counters.ema_success[i]) if n else None,
+                success_mean=float(counters.success_sum[i]) / n if n else None,
+                episodes=n,
+                steps=int(counters.steps[i]),
+                return_mean=float(counters.return_sum[i]) / n if n else None,
+                ema_return=float(counters.ema_return[i]) if n else None,
+                thompson_successes=float(counters.ts_successes[i]),
+                thompson_failures=float(counters.ts_failures[i]),
+                normalizers=per_clip[i],
+            )
+        )
+    learner_stats = []
+    for learner in learners:
+        counts = np.zeros(k)
+        for clip_id, (episodes, steps) in learner.clip_counts.items():
+            counts[clip_id] = episodes if measure == "episodes" else steps
+        learner_stats.append(
+            LearnerStats(
+                learner_id=learner.learner_id,
+                first_seen=learner.first_seen,
+                last_seen=learner.last_seen,
+                episodes=learner.episodes,
+                steps=learner.steps,
+                usage=tuple(_shares(counts).tolist()),
+                stale=now - learner.last_seen > stale_seconds,
+            )
+        )
+    return RunState(
+        config=config,
+        state_version=row.state_version,
+        paused=row.paused,
+        clip_probs_frozen=row.clip_probs_frozen,
+        reward_weights_frozen=row.reward_weights_frozen,
+        totals=Totals(row.total_episodes, row.total_steps, row.updates),
+        clips=tuple(clips),
+        learners=tuple(learner_stats),
+    )

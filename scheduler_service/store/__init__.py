@@ -1,0 +1,1 @@
+"""Persistence of the scheduler: schema, engine factory, repository (SQLite or PostgreSQL)."""
