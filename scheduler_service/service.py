@@ -108,6 +108,12 @@ _WITH_VALUES: Mapping[PolicyField, Callable[[RunPolicy, np.ndarray], RunPolicy]]
 }
 """An override of one policy vector."""
 
+_FROZEN_COLUMN: Mapping[PolicyField, str] = {
+    "clip_probs": "clip_probs_frozen",
+    "reward_weights": "reward_weights_frozen",
+}
+"""The run flag that freezes a vector against the controller (targets never move)."""
+
 
 @dataclass(frozen=True)
 class ServiceOptions:
@@ -122,7 +128,6 @@ class ServiceOptions:
 class ActorView:
     """What the hot path serves for one state version of a run."""
 
-    run_id: int
     state_version: int
     sampler: ClipSampler
     actor_config: bytes
@@ -402,7 +407,6 @@ class SchedulerService:
             "paused": row.paused,
         }
         return ActorView(
-            run_id=row.id,
             state_version=row.state_version,
             sampler=ClipSampler(policy.clip_probs),
             actor_config=orjson.dumps(actor_config, option=orjson.OPT_SERIALIZE_NUMPY),
@@ -432,13 +436,34 @@ class SchedulerService:
     def _ingest_tx(
         self, conn: Connection, config: RunConfig, batch: _PreparedBatch, now: float
     ) -> IngestResult:
-        repo = self.repo
+        """Store the new outcomes, count them, and run the controller update if it is due."""
         row = self._locked_run(conn, config.name)
-        inserted = repo.insert_outcomes(
+        fresh, duplicates = self._store_outcomes(conn, row.id, batch, now)
+        accepted = int(fresh.sum())
+        if not accepted:
+            return IngestResult(0, duplicates, row.state_version, updated=False)
+        new_steps = self._count_outcomes(conn, config, row.id, batch, fresh, now)
+        total_steps = row.total_steps + new_steps
+        interval = total_steps // config.strategy.update_every_steps
+        if interval <= row.interval_index:
+            return IngestResult(accepted, duplicates, row.state_version, updated=False)
+        version = self._controller_update(conn, config, row, total_steps, interval, now)
+        return IngestResult(accepted, duplicates, version, updated=True)
+
+    def _store_outcomes(
+        self, conn: Connection, run_id: int, batch: _PreparedBatch, now: float
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Insert the outcome rows; returns which were new, and the duplicate ids.
+
+        Ids already stored are duplicates when their payload hash matches, else the whole
+        batch is a Conflict (the caller's transaction rolls back). The check reads only
+        the ids of this batch that were not inserted.
+        """
+        inserted = self.repo.insert_outcomes(
             conn,
             [
                 {
-                    "run_id": row.id,
+                    "run_id": run_id,
                     "episode_id": episode_id,
                     "clip_id": clip_id,
                     "learner_id": batch.learner_id,
@@ -462,7 +487,7 @@ class SchedulerService:
         duplicates = list(batch.in_batch_duplicates)
         if len(inserted) < len(batch.episode_ids):
             known = [e for e in batch.episode_ids if e not in inserted]
-            stored = repo.outcome_hashes(conn, row.id, known)
+            stored = self.repo.outcome_hashes(conn, run_id, known)
             hashes = dict(zip(batch.episode_ids, batch.hashes, strict=True))
             clashes = [e for e in known if stored.get(e) != hashes[e]]
             if clashes:
@@ -472,17 +497,28 @@ class SchedulerService:
                 )
             duplicates += known
         fresh = np.fromiter((e in inserted for e in batch.episode_ids), bool, len(batch.hashes))
-        if not fresh.any():
-            return IngestResult(0, tuple(duplicates), row.state_version, updated=False)
+        return fresh, tuple(duplicates)
 
+    def _count_outcomes(
+        self,
+        conn: Connection,
+        config: RunConfig,
+        run_id: int,
+        batch: _PreparedBatch,
+        fresh: np.ndarray,
+        now: float,
+    ) -> int:
+        """Add the new outcomes to every counter and statistic; returns their env steps."""
+        repo = self.repo
+        strategy = config.strategy
         clip_ids = batch.clip_ids[fresh]
         steps = batch.steps[fresh]
         success = batch.success[fresh]
         returns = batch.returns[fresh]
         touched, local = np.unique(clip_ids, return_inverse=True)
         m = touched.shape[0]
-        previous = repo.clip_counters(conn, row.id, touched.tolist())
-        strategy = config.strategy
+        # read-modify-write under the run lock: per-outcome EMAs and discounted counts
+        previous = repo.clip_counters(conn, run_id, touched.tolist())
         ema_success, _ = ema_update(
             previous.ema_success, previous.episodes, local, success, strategy.success_ema
         )
@@ -490,17 +526,13 @@ class SchedulerService:
             previous.ema_return, previous.episodes, local, returns, strategy.success_ema
         )
         ts_successes, ts_failures = discounted_counts(
-            previous.ts_successes,
-            previous.ts_failures,
-            local,
-            success,
-            strategy.thompson_discount,
+            previous.ts_successes, previous.ts_failures, local, success, strategy.thompson_discount
         )
         episodes = np.bincount(local, minlength=m).astype(np.int64)
         clip_steps = np.rint(np.bincount(local, weights=steps, minlength=m)).astype(np.int64)
         repo.add_clip_counters(
             conn,
-            row.id,
+            run_id,
             ClipCounters(
                 clip_ids=touched,
                 episodes=episodes,
@@ -513,29 +545,22 @@ class SchedulerService:
                 ts_failures=ts_failures,
             ),
         )
-        total_new_steps = int(steps.sum())
+        new_steps = int(steps.sum())
         repo.add_learner(
             conn,
-            row.id,
+            run_id,
             batch.learner_id,
-            episodes=int(fresh.sum()),
-            steps=total_new_steps,
+            episodes=int(clip_ids.shape[0]),
+            steps=new_steps,
             now=now,
             clip_ids=touched,
             clip_episodes=episodes,
             clip_steps=clip_steps,
         )
         if batch.term_item.shape[0]:
-            self._merge_term_moments(conn, row.id, batch, fresh)
-        repo.add_totals(conn, row.id, int(fresh.sum()), total_new_steps)
-
-        total_steps = row.total_steps + total_new_steps
-        interval = total_steps // strategy.update_every_steps
-        version, updated = row.state_version, False
-        if interval > row.interval_index:
-            version = self._controller_update(conn, config, row, total_steps, interval, now)
-            updated = True
-        return IngestResult(int(fresh.sum()), tuple(duplicates), version, updated=updated)
+            self._merge_term_moments(conn, run_id, batch, fresh)
+        repo.add_totals(conn, run_id, int(clip_ids.shape[0]), new_steps)
+        return new_steps
 
     def _merge_term_moments(
         self, conn: Connection, run_id: int, batch: _PreparedBatch, fresh: np.ndarray
@@ -755,10 +780,6 @@ class SchedulerService:
         if named is None and freeze is None:
             raise InvalidInput.one((field,), f"give {field} and/or freeze")
         now = self._clock()
-        frozen_column = {
-            "clip_probs": "clip_probs_frozen",
-            "reward_weights": "reward_weights_frozen",
-        }
 
         def work(conn: Connection) -> RunState:
             row = self._locked_run(conn, config.name, if_match)
@@ -779,8 +800,7 @@ class SchedulerService:
                 self.repo.write_policy(conn, row.id, _WITH_VALUES[field](policy, values))
                 new[field] = _by_name(config, values)
             if freeze is not None:
-                column = frozen_column.get(field)
-                assert column is not None
+                column = _FROZEN_COLUMN[field]
                 old["frozen"] = getattr(row, column)
                 new["frozen"] = freeze
                 flags[column] = freeze

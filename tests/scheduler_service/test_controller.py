@@ -76,6 +76,29 @@ async def test_controller_drives_usage_to_the_targets_when_one_clip_runs_3x_long
         assert probs(after)[3] < 0.5 * TARGETS[3]
 
 
+async def test_without_the_controller_the_long_clip_takes_far_more_than_its_share(
+    client: httpx.AsyncClient,
+) -> None:
+    """The control for the test above: static p = u* measured by steps misses by ~0.45."""
+    await create_run(
+        client,
+        "static",
+        preset="design-note",
+        strategy={"kind": "static", "usage_measure": "steps"},
+    )
+    await scripted_learner(
+        client,
+        "static",
+        episodes=5_000,
+        lengths=LENGTHS,
+        success=[0.8] * 5,
+        rng=np.random.default_rng(2),
+    )
+    state = await state_of(client, "static")
+    steps = np.array([c["steps"] for c in state["clips"]])
+    assert np.abs(steps / steps.sum() - TARGETS).sum() > 0.3
+
+
 @pytest.mark.parametrize("kind", ["ucb", "thompson", "difficulty"])
 async def test_bandits_raise_the_share_of_a_clip_whose_success_is_low(
     client: httpx.AsyncClient, kind: str
