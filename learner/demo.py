@@ -167,7 +167,9 @@ def run_demo(config: DemoConfig) -> int:
     return 0
 
 
-def _watch(client: SchedulerClient, learners: list[subprocess.Popen[bytes]], seconds: float) -> None:
+def _watch(
+    client: SchedulerClient, learners: list[subprocess.Popen[bytes]], seconds: float
+) -> None:
     """Show run-wide progress until ``seconds`` pass, Ctrl-C, or every learner exits."""
     start = time.monotonic()
     last_steps, last_time = 0, start
