@@ -18,7 +18,11 @@ Contenders:
   actions (what SB3 steps: one 1-slot env per Python call);
 - SB3 defaults: ``PPO("MlpPolicy")`` as shipped (64x64 tanh, minibatch 64, 10 epochs)
   with ``VecNormalize`` (obs and reward) over that ``DummyVecEnv``;
-- SB3 with our network (sizes, activation), minibatch and epochs.
+- SB3 with our network (sizes, activation), minibatch and epochs;
+- ours with the HTTP scheduler: the same defaults, but clips come from (and outcomes go
+  to) a real ``clipsched serve`` process on loopback running the design-note preset,
+  through ``SchedulerClipSource`` — the scheduler's cost against in-process static
+  sampling.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import argparse
 import contextlib
 import logging
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -125,6 +131,33 @@ def bench_ours(config: TrainConfig, steps: int) -> float:
         return (learner.global_step - start_step) / (time.perf_counter() - started)
 
 
+@contextlib.contextmanager
+def scheduler_process(db: Path) -> Any:
+    """A ``clipsched serve`` subprocess on a free loopback port; yields its URL."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "scheduler_service", "serve", "--port", str(port),
+           "--database-url", f"sqlite:///{db}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the scheduler did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 SB3_ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
     "relu": torch.nn.ReLU,
     "tanh": torch.nn.Tanh,
@@ -175,12 +208,14 @@ OURS_SMALL = "ours, SB3's default net (64x64 tanh, minibatch 512, 5 epochs)"
 SB3_ENV = "SB3 env only (DummyVecEnv of 1-env wrappers, random actions)"
 SB3_DEFAULTS = "SB3 defaults (64x64 tanh, minibatch 64, 10 epochs)"
 SB3_MATCHED = "SB3 with our net, minibatch and epochs (256x256 ReLU, 512, 5)"
+OURS_HTTP = "ours, defaults, clips from the HTTP scheduler (design-note preset)"
 COMPARISONS = (
     (OURS, SB3_MATCHED, "ours / SB3, same net, minibatch, epochs"),
     (OURS, SB3_DEFAULTS, "ours (defaults) / SB3 (defaults)"),
     (OURS_SMALL, SB3_DEFAULTS, "ours / SB3, same 64x64 net (each its own minibatch/epochs)"),
     (OURS, CEILING, "ours (defaults) / env-only ceiling"),
     (OURS_SMALL, CEILING, "ours (64x64 net) / env-only ceiling"),
+    (OURS_HTTP, OURS, "ours with the HTTP scheduler / ours with in-process static sampling"),
 )
 
 
@@ -195,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--rollout-steps", type=int, default=256)
     parser.add_argument("--no-sb3", action="store_true", help="only env-only and ours")
+    parser.add_argument(
+        "--no-scheduler", action="store_true", help="skip the HTTP-scheduler contender"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -218,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         OURS: lambda: bench_ours(config, args.steps),
         OURS_SMALL: lambda: bench_ours(small, args.steps),
     }
+    stack = contextlib.ExitStack()
+    if not args.no_scheduler:
+        url = stack.enter_context(scheduler_process(tmp / "scheduler.db"))
+        http = config.with_overrides(scheduler_url=url, run_name="bench-http")
+        contenders[OURS_HTTP] = lambda: bench_ours(http, args.steps)
     if not args.no_sb3:
         contenders[SB3_ENV] = lambda: bench_sb3_env_only(config, args.steps)
         contenders[SB3_DEFAULTS] = lambda: bench_sb3(config, args.steps, {})
@@ -225,11 +268,14 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
-    for round_index in range(args.rounds):
-        order = names[round_index % len(names) :] + names[: round_index % len(names)]
-        for name in order:
-            results[name].append(contenders[name]())
-            logger.warning("round %d %s: %.0f steps/s", round_index + 1, name, results[name][-1])
+    with stack:
+        for round_index in range(args.rounds):
+            order = names[round_index % len(names) :] + names[: round_index % len(names)]
+            for name in order:
+                results[name].append(contenders[name]())
+                logger.warning(
+                    "round %d %s: %.0f steps/s", round_index + 1, name, results[name][-1]
+                )
 
     ceiling = results[CEILING]
     lines = [

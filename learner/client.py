@@ -34,6 +34,7 @@ import numpy as np
 import orjson
 
 from learner.clip_source import ActorConfig, AggregationKind, Outcome
+from learner.endpoints import connect
 
 try:
     import fcntl
@@ -291,8 +292,11 @@ class SchedulerClient:
         headers = {"Accept": "application/json", "User-Agent": "clipsched-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        # ``url`` may list several replicas ("http://a:8000,http://b:8000"): the failover
+        # transport prefers one by a stable hash of the learner id and moves on when it fails.
+        base_url, failover = connect(url, key=learner_id)
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport or failover
         )
 
     # ----- plumbing ----------------------------------------------------------------------

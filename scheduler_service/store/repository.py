@@ -28,6 +28,7 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -61,9 +62,16 @@ MIGRATIONS: Mapping[int, Callable[[Connection], None]] = {}
 """Schema version n -> the step migrating a database from n to n + 1."""
 
 
+SCHEMA_LOCK_KEY = 0x636C6970  # "clip": the advisory lock that serialises schema creation
+
+
 def ensure_schema(engine: Engine) -> None:
     """Create missing tables and check (or migrate) the stored schema version."""
     with engine.connect().execution_options(**WRITE_OPTIONS) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            # Replicas starting together would race in CREATE TABLE; a transaction-scoped
+            # advisory lock makes the second wait and then find the tables made.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         t.metadata.create_all(conn)
         key = t.schema_meta.c.key
         stored = conn.execute(
