@@ -115,7 +115,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``train`` and ``demo`` to the root CLI; handlers are ``args.func(args) -> exit code``."""
+    """Add ``train``, ``demo`` and ``experiment``; handlers are ``args.func(args) -> exit code``."""
+    from learner.collapse import add_experiment_command
     from learner.demo import add_demo_command
 
     parser = subparsers.add_parser(
@@ -127,3 +128,4 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     build_train_parser(parser)
     parser.set_defaults(func=run_train)
     add_demo_command(subparsers)
+    add_experiment_command(subparsers)

@@ -408,6 +408,13 @@ class SchedulerClient:
         """``GET /runs/{run}``: clips, targets, usage, learners, totals."""
         return cast(dict[str, Any], self._request("GET", self._run_path(run)))
 
+    def history(self, run: str | None = None, *, since_update: int = 0) -> list[dict[str, Any]]:
+        """``GET /runs/{run}/history``: one row per controller update (p, u, w, success)."""
+        answer = self._request(
+            "GET", self._run_path(run, "/history"), params={"since_update": since_update}
+        )
+        return cast(list[dict[str, Any]], answer.get("updates", []))
+
     def set_targets(
         self,
         target_usage: Mapping[str, float],
