@@ -112,7 +112,8 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for ax in list(axes.flat)[len(arms) :]:
         ax.axis("off")
     axes[0][0].set_ylabel("usage (dotted: target)", fontsize=8)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].get_legend_handles_labels()[0]:  # no update yet on a tiny budget
+        axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     usage_path = out_dir / "usage.png"
     fig.savefig(usage_path, dpi=110)
