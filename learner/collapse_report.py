@@ -194,8 +194,9 @@ per-clip z-scores, per-clip value heads, entropy floor); the preset minus one te
 (`-controller`, `-lse`, `-per-clip-norm`, `-per-clip-heads`); and the bandits (`ucb`,
 `thompson`) in place of the controller.
 
-Metrics: *usage L1* is the L1 distance between the scheduler's measured usage (smoothed,
-at the end) and the note's targets. *Effective matched clips* is `exp(H)` of the share of
+Metrics: *usage L1* is the L1 distance between the note's targets and the scheduler's
+measured usage, averaged over the controller updates of the last quarter of training.
+*Effective matched clips* is `exp(H)` of the share of
 evaluation steps on which each clip is the best-matched one (argmax over clips of the
 per-clip tracking reward), with the policy started equally on every clip and acting
 deterministically; 5 means every clip is matched, 1 means one clip is matched everywhere.
