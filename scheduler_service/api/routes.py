@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from scheduler_service.api.deps import IfMatch, Operator, ReadService, ServiceDep, WriteService
 from scheduler_service.api.schemas import (
+    MAX_INT64,
     AuditOut,
     AuditRowOut,
     ClipProbsIn,
@@ -169,7 +170,9 @@ async def resume(
 async def history(
     service: ReadService,
     run: RunPath,
-    since_update: Annotated[int, Query(ge=0, description="only updates after this one")] = 0,
+    since_update: Annotated[
+        int, Query(ge=0, le=MAX_INT64, description="only updates after this one")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> HistoryOut:
     """Per-clip p, u, w and success at every controller update (for plots)."""
@@ -182,7 +185,9 @@ async def history(
 async def audit(
     service: ReadService,
     run: RunPath,
-    since_id: Annotated[int, Query(ge=0, description="only entries after this id")] = 0,
+    since_id: Annotated[
+        int, Query(ge=0, le=MAX_INT64, description="only entries after this id")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> AuditOut:
     """The run's audit log: every operator action, oldest first."""

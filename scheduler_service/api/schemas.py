@@ -40,7 +40,15 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 RunName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 """A run name: letters, digits, '.', '_' and '-', at most 128 characters."""
 
-Share = Annotated[float, Field(ge=0.0)]
+MAX_SHARE = 1e12
+"""Largest relative share accepted (shares are normalised; larger ones overflow sums)."""
+MAX_MAGNITUDE = 1e15
+"""Largest |return| and |term mean| of one episode: sums over many stay finite."""
+MAX_EPISODE_STEPS = 10**9
+"""Largest steps (and term count) of one episode: counters stay within int64."""
+MAX_INT64 = 2**63 - 1
+
+Share = Annotated[float, Field(ge=0.0, le=MAX_SHARE)]
 """A non-negative finite number (a share or a relative weight)."""
 
 Shares = dict[Name, Share]
@@ -427,9 +435,13 @@ class NextClipsOut(Model):
 class TermMomentsIn(Model):
     """Moments of one reward term over one episode."""
 
-    count: float = Field(ge=0.0)
-    mean: float
-    m2: float = Field(ge=0.0, description="sum of squared deviations from the mean")
+    count: float = Field(ge=0.0, le=MAX_EPISODE_STEPS)
+    mean: float = Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
+    m2: float = Field(
+        ge=0.0,
+        le=MAX_EPISODE_STEPS * (2 * MAX_MAGNITUDE) ** 2,
+        description="sum of squared deviations from the mean",
+    )
     sum: float | None = Field(None, description="optional; mean * count")
 
 
@@ -440,8 +452,8 @@ class OutcomeIn(Model):
 
     episode_id: Name
     clip: Annotated[int, Field(ge=0)] | Name = Field(description="clip name or integer id")
-    steps: int = Field(ge=1)
-    episode_return: float = Field(alias="return")
+    steps: int = Field(ge=1, le=MAX_EPISODE_STEPS)
+    episode_return: float = Field(alias="return", ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
     success: float = Field(ge=0.0, le=1.0)
     reward_terms: dict[Name, TermMomentsIn] = Field(default_factory=dict, max_length=64)
 
