@@ -60,5 +60,9 @@ class Unavailable(ServiceError):
         super().__init__(message)
 
 
+class ServiceOverloaded(Unavailable):
+    """The writer's queue is full: the request is shed (503 with Retry-After) before it runs."""
+
+
 class SchemaVersionError(RuntimeError):
     """The database was written by a newer scheduler (or an unknown schema)."""

@@ -9,6 +9,10 @@ and a job that fails with a ``ServiceError`` (a 409, say) rolls back only its ow
 A transaction that meets a lock held by another process or a serialization failure
 (PostgreSQL) is retried with backoff; past the budget every job in it fails with
 ``Unavailable`` (HTTP 503 with Retry-After), never with the raw database error.
+
+The queue is bounded (``MAX_QUEUE`` jobs): past it ``submit`` sheds the job at once with
+``ServiceOverloaded`` (also a 503 with Retry-After), so an overloaded process answers
+quickly instead of letting every caller time out behind a growing queue.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from scheduler_service.errors import ServiceError, Unavailable
+from scheduler_service.errors import ServiceError, ServiceOverloaded, Unavailable
 from scheduler_service.store.engine import WRITE_OPTIONS
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,9 @@ RETRY_BASE_SECONDS = 0.01
 
 MAX_GROUP = 16
 """Most jobs committed together."""
+
+MAX_QUEUE = 1024
+"""Most jobs waiting for the writer; one more is shed with ``ServiceOverloaded``."""
 
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 """PostgreSQL: serialization failure, deadlock, lock not available."""
@@ -66,9 +73,12 @@ class _Job:
 class Writer:
     """A thread running write transactions one after another (see the module docstring)."""
 
-    def __init__(self, engine: Engine, *, max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self, engine: Engine, *, max_group: int = MAX_GROUP, max_queue: int = MAX_QUEUE
+    ) -> None:
         self._engine = engine
         self._max_group = max_group
+        self.max_queue = max_queue
         self._jobs: deque[_Job] = deque()
         self._ready = threading.Condition()
         self._closing = False
@@ -76,11 +86,18 @@ class Writer:
         self._thread.start()
 
     def submit(self, work: Callable[[Connection], T], *, groupable: bool = False) -> Future[T]:
-        """Queue ``work`` to run in a write transaction; its result (or error) comes back."""
+        """Queue ``work`` to run in a write transaction; its result (or error) comes back.
+
+        Raises ``ServiceOverloaded`` when ``max_queue`` jobs are already waiting.
+        """
         job = _Job(work, groupable)
         with self._ready:
             if self._closing:
                 raise RuntimeError("the writer is closed")
+            if len(self._jobs) >= self.max_queue:
+                raise ServiceOverloaded(
+                    f"{len(self._jobs)} writes are queued; retry shortly", retry_after=1.0
+                )
             self._jobs.append(job)
             self._ready.notify()
         return job.future

@@ -9,10 +9,11 @@ pool, a thread hop per call on the hot path.
 
 Bearer tokens are optional. When any is configured every route but ``/health`` needs
 one: a read token (or any write token) for reads, a write token for writes. They are
-checked here, in dependencies, which FastAPI resolves before it validates the body, so
-an unauthenticated request gets 401 and never a 422 that reveals the schema (FastAPI
-does read and JSON-decode the body first: malformed JSON is a 422 "JSON decode error"
-whoever sends it). Tokens are compared in constant time and never logged.
+checked twice: first by ``require_any_token``, which the route class (``OrjsonRoute``,
+``api/transport.py``) calls before FastAPI reads or decodes the body, so an
+unauthenticated request gets 401 and never a 422 (not even for malformed JSON); then
+here, in dependencies, which also tell reads from writes (403) and name the operator.
+Tokens are compared in constant time (``hmac.compare_digest``) and never logged.
 """
 
 from __future__ import annotations
@@ -82,6 +83,24 @@ def _authenticate(
             headers={"WWW-Authenticate": "Bearer"},
         )
     return matched
+
+
+def require_any_token(request: Request) -> None:
+    """Raise 401 unless auth is off or the ``Authorization`` header holds a valid token.
+
+    Runs before the body is read (see ``OrjsonRoute``); read/write access is checked
+    later by the route's dependency.
+    """
+    settings = _settings(request)
+    if not settings.auth_enabled:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    credentials = (
+        HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip())
+        if scheme.lower() == "bearer" and token.strip()
+        else None
+    )
+    _authenticate(settings, credentials)
 
 
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]

@@ -3,7 +3,9 @@
 ``BodySizeLimit`` is a pure ASGI middleware: it refuses a declared ``Content-Length``
 over the cap at once and counts the bytes of streamed (chunked) bodies as they arrive,
 answering 413 as soon as the cap is crossed without reading the rest.
-``OrjsonRoute`` parses JSON bodies with orjson, which rejects ``NaN``, ``Infinity`` and
+``OrjsonRoute`` checks the bearer token (when tokens are configured) before anything
+reads the body, so an unauthenticated request is a 401 whatever its body, and parses
+JSON bodies with orjson, which rejects ``NaN``, ``Infinity`` and
 numbers that overflow to infinity (``1e309``) as malformed JSON (a 422), where the
 standard library would turn them into floats.
 """
@@ -18,6 +20,8 @@ import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scheduler_service.api.deps import require_any_token
 
 
 class _BodyTooLarge(Exception):
@@ -92,14 +96,20 @@ class OrjsonRequest(Request):
         return self._json
 
 
+PUBLIC_PATHS = frozenset({"/health"})
+"""Routes served without a token even when tokens are configured."""
+
+
 class OrjsonRoute(APIRoute):
-    """A route whose handler sees an ``OrjsonRequest``."""
+    """A route that checks the bearer token first, then parses its body with orjson."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """Wrap FastAPI's handler so that body parsing goes through orjson."""
         handler = super().get_route_handler()
 
         async def orjson_handler(request: Request) -> Response:
+            if request.url.path not in PUBLIC_PATHS:
+                require_any_token(request)  # 401 before the body is read or decoded
             return await handler(OrjsonRequest(request.scope, request.receive))
 
         return orjson_handler
