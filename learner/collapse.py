@@ -243,10 +243,9 @@ def run_arm(arm_name: str, seed: int, budget: Budget, url: str, results: Path) -
     usage = np.array([c["usage_total"] for c in clips])
     target = np.array([c["target_usage"] for c in clips])
     weights = np.array([c["reward_weight"] for c in clips])
-    # Final usage: the mean of the per-update usage over the last quarter of training
-    # (one controller window alone holds only a few dozen episodes, too noisy to compare).
-    tail = [row["usage"] for row in history[-max(1, len(history) // 4) :]]
-    final = np.mean(tail, axis=0) if tail else np.array([c["usage"] for c in clips])
+    # Final usage: the run's share of all its finished episodes (``usage_total``). One
+    # controller window holds only a dozen or so episodes on a short budget: too noisy.
+    final = np.array([c["usage"] for c in clips])
     out = {
         "arm": arm_name,
         "seed": seed,
@@ -255,7 +254,7 @@ def run_arm(arm_name: str, seed: int, budget: Budget, url: str, results: Path) -
         "usage_total": usage.tolist(),
         "usage_final": final.tolist(),
         "target_usage": target.tolist(),
-        "usage_l1": float(np.abs(final - target).sum()),
+        "usage_l1": float(np.abs(usage - target).sum()),
         "usage_history": [
             {"total_steps": row["total_steps"], "usage": row["usage"]} for row in history
         ],
@@ -346,6 +345,11 @@ def add_experiment_command(subparsers: argparse._SubParsersAction[argparse.Argum
     collapse.add_argument(
         "--page", type=Path, default=None, help="also write the Markdown page here"
     )
+    collapse.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite table, plots and page from the result files of a finished run",
+    )
     collapse.set_defaults(func=_run_from_args)
 
 
@@ -358,9 +362,23 @@ def _run_from_args(args: argparse.Namespace) -> int:
         print(f"unknown arms {unknown} (known: {', '.join(ARMS)}) or bad budget", file=sys.stderr)
         return 2
     budget = Budget(env=args.env, steps_per_arm=args.steps_per_arm, num_envs=args.num_envs)
-    started = time.perf_counter()
-    rows = run_experiment(arms, list(range(args.seeds)), budget, args.results, args.workers)
-    table = write_report(rows, args.results, page=args.page, wall_s=time.perf_counter() - started,
-                         command=" ".join(["clipsched", *sys.argv[1:]]))  # fmt: skip
+    command = " ".join(["clipsched", *sys.argv[1:]])
+    if not args.report_only:
+        started = time.time()
+        run_experiment(arms, list(range(args.seeds)), budget, args.results, args.workers)
+        run_info = {"command": command, "started": started, "finished": time.time()}
+        (args.results / "run.json").write_text(json.dumps(run_info), encoding="utf-8")
+    run_info = json.loads((args.results / "run.json").read_text(encoding="utf-8"))
+    rows = [
+        json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((args.results / "arms").glob("*.json"))
+    ]
+    table = write_report(
+        rows,
+        args.results,
+        page=args.page,
+        wall_s=run_info["finished"] - run_info["started"],
+        command=run_info["command"],
+    )
     print(table)
     return 0

@@ -16,6 +16,24 @@ from typing import Any
 import numpy as np
 
 FIVE_CLIPS = ("Idle", "Walk", "Back", "Run", "Sprint")
+ARM_ORDER = (
+    "naive", "preset", "-controller", "-lse", "-per-clip-norm", "-per-clip-heads", "ucb",
+    "thompson",
+)  # fmt: skip
+
+
+def _by_arm(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by arm, in the order of the design (unknown arms last)."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        groups[row["arm"]].append(row)
+    rank = {arm: i for i, arm in enumerate(ARM_ORDER)}
+    return dict(sorted(groups.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
+def _usage_l1(row: dict[str, Any]) -> float:
+    """L1 distance of the run's usage over all its episodes to the targets."""
+    return float(np.abs(np.subtract(row["usage_total"], row["target_usage"])).sum())
 
 
 def _mean_spread(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -33,9 +51,7 @@ def _relative(values: list[float], expert: list[float]) -> list[float]:
 
 def summary_table(rows: list[dict[str, Any]], experts: dict[str, Any] | None) -> str:
     """The Markdown table: one line per arm, mean ± spread over seeds."""
-    by_arm: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_arm[row["arm"]].append(row)
+    by_arm = _by_arm(rows)
     header = (
         "| arm | seeds | usage L1 to targets | effective matched clips exp(H) | "
         "top matched share (clip) | min success / expert | mean reward / expert | wall s |"
@@ -54,7 +70,7 @@ def summary_table(rows: list[dict[str, Any]], experts: dict[str, Any] | None) ->
         else:
             succ_s = rew_s = "n/a"
         lines.append(
-            f"| {arm} | {len(runs)} | {_mean_spread([r['usage_l1'] for r in runs], '{:.3f}')} | "
+            f"| {arm} | {len(runs)} | {_mean_spread([_usage_l1(r) for r in runs], '{:.3f}')} | "
             f"{_mean_spread([r['effective_matched_clips'] for r in runs])} | "
             f"{shares[top]:.2f} ({FIVE_CLIPS[top]}) | {succ_s} | {rew_s} | "
             f"{_mean_spread([r['wall_s'] for r in runs], '{:.0f}')} |"
@@ -64,9 +80,7 @@ def summary_table(rows: list[dict[str, Any]], experts: dict[str, Any] | None) ->
 
 def per_clip_table(rows: list[dict[str, Any]], experts: dict[str, Any] | None) -> str:
     """Per-clip success and tracking reward of each arm (mean over seeds), and the experts'."""
-    by_arm: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_arm[row["arm"]].append(row)
+    by_arm = _by_arm(rows)
     lines = [
         "| arm | " + " | ".join(f"{c} success / reward" for c in FIVE_CLIPS) + " |",
         "| --- |" + " ---: |" * len(FIVE_CLIPS),
@@ -82,6 +96,39 @@ def per_clip_table(rows: list[dict[str, Any]], experts: dict[str, Any] | None) -
     return "\n".join(lines)
 
 
+def expectations(rows: list[dict[str, Any]], experts: dict[str, Any] | None) -> str:
+    """The issue's expected outcomes, checked against the data (yes / no, with the values)."""
+    by_arm = _by_arm(rows)
+    lines = []
+    if "naive" in by_arm:
+        runs = by_arm["naive"]
+        eff = statistics.fmean(r["effective_matched_clips"] for r in runs)
+        top = float(np.max(np.mean([r["matched_share"] for r in runs], axis=0)))
+        verdict = "yes" if eff < 3.0 and top > 0.5 else "no"
+        lines.append(
+            f"- Naive training collapses (effective matched clips well below 5, one clip's "
+            f"matched share > 0.5): **{verdict}** (exp(H) = {eff:.2f}, top share {top:.2f})."
+        )
+    if "preset" in by_arm:
+        runs = by_arm["preset"]
+        l1 = max(_usage_l1(r) for r in runs)
+        lines.append(
+            f"- The preset holds usage within 0.05 L1 of the targets: "
+            f"**{'yes' if l1 <= 0.05 else 'no'}** (worst seed {l1:.3f})."
+        )
+        if experts:
+            ratios = [min(_relative(r["success"], experts["success"])) for r in runs]
+            ok = all(
+                s >= 0.5 * e for r in runs
+                for s, e in zip(r["success"], experts["success"], strict=True)
+            )  # fmt: skip
+            lines.append(
+                f"- Every clip's success is at least half its expert's under the preset: "
+                f"**{'yes' if ok else 'no'}** (worst seed's min ratio {min(ratios):.2f})."
+            )
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """usage.png (usage over time per arm, seed 0) and success.png (per-clip success)."""
     import matplotlib
@@ -89,9 +136,7 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_arm: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_arm[row["arm"]].append(row)
+    by_arm = _by_arm(rows)
     arms = list(by_arm)
     cols = min(4, len(arms))
     nrows = (len(arms) + cols - 1) // cols
@@ -176,6 +221,7 @@ def write_report(
                 budget=json.dumps(budget),
                 table=table,
                 clips=clips,
+                expectations=expectations(rows, experts),
             ),
             encoding="utf-8",
         )
@@ -194,8 +240,8 @@ per-clip z-scores, per-clip value heads, entropy floor); the preset minus one te
 (`-controller`, `-lse`, `-per-clip-norm`, `-per-clip-heads`); and the bandits (`ucb`,
 `thompson`) in place of the controller.
 
-Metrics: *usage L1* is the L1 distance between the note's targets and the scheduler's
-measured usage, averaged over the controller updates of the last quarter of training.
+Metrics: *usage L1* is the L1 distance between the note's targets and the run's usage,
+the share of each clip in all its finished episodes as the scheduler counted them.
 *Effective matched clips* is `exp(H)` of the share of
 evaluation steps on which each clip is the best-matched one (argmax over clips of the
 per-clip tracking reward), with the policy started equally on every clip and acting
@@ -206,6 +252,10 @@ trained with the same code and budget (min over clips, and mean over clips).
 ## Results
 
 {table}
+
+Expected outcomes, checked against these numbers:
+
+{expectations}
 
 Per clip (mean over seeds), success / mean tracking reward:
 
