@@ -3,7 +3,7 @@
 Schemathesis generates requests for every operation of the OpenAPI document and sends
 them to the real ASGI app (lifespan and all) on a temporary SQLite file holding one run
 (``r``). Two checks: no answer is a 5xx, and every documented answer conforms to its
-response schema. ``FUZZ_EXAMPLES`` examples per operation in CI, 1000 with ``--slow``.
+response schema. ``FUZZ_EXAMPLES`` (200) examples per operation in CI, 1000 with ``--slow``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from scheduler_service.config import Settings
 from tests.guarantee_support import record_guarantee
 from tests.scheduler_service.helpers import create_run, running_app
 
-FUZZ_EXAMPLES = 60
+FUZZ_EXAMPLES = 200
 """Examples per operation in the fast run."""
 SLOW_EXAMPLES = 1000
 """Examples per operation under ``--slow``."""
