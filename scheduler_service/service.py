@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -40,6 +40,7 @@ import orjson
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
+from scheduler_service.algorithms.alarms import AlarmReport, AlarmThresholds, evaluate_alarms
 from scheduler_service.algorithms.bandits import discounted_counts, ema_update
 from scheduler_service.algorithms.normalizers import Moments, merge_moments
 from scheduler_service.algorithms.probabilities import apply_floor, usage_shares
@@ -153,6 +154,13 @@ class _PreparedBatch:
     term_count: np.ndarray
     term_mean: np.ndarray
     term_m2: np.ndarray
+
+
+@dataclass(frozen=True)
+class RunStateWithAlarms(RunState):
+    """A run state together with its collapse alarms (what ``GET /runs/{run}`` shows)."""
+
+    alarms: AlarmReport | None = None
 
 
 def _payload_hash(learner_id: str, clip_id: int, outcome: OutcomeRecord) -> str:
@@ -329,15 +337,37 @@ class SchedulerService:
         row = self.repo.run(conn, config.name)
         if row is None:
             raise NotFound(f"run {config.name!r} does not exist")
-        return _build_run_state(
+        policy = self.repo.policy(conn, row.id)
+        counters = self.repo.clip_counters(conn, row.id)
+        state = _build_run_state(
             config,
             row,
-            self.repo.policy(conn, row.id),
-            self.repo.clip_counters(conn, row.id),
+            policy,
+            counters,
             self.repo.term_moments(conn, row.id),
             self.repo.learners(conn, row.id),
             now=now,
             stale_seconds=self.options.learner_stale_seconds,
+        )
+        thresholds = AlarmThresholds()
+        m = thresholds.stalled_updates
+        recent = self.repo.history(conn, row.id, max(0, row.updates - m), m)
+        # stalled success needs M updates in which every clip has a success estimate
+        success_rows = [r.success for r in recent]
+        history = (
+            np.asarray(success_rows, dtype=np.float64)
+            if len(success_rows) == m and all(v is not None for r in success_rows for v in r)
+            else None
+        )
+        report = evaluate_alarms(
+            np.array([c.usage for c in state.clips]),
+            np.array([c.target_usage for c in state.clips]),
+            (counters.episodes - policy.window_start_episodes).astype(np.float64),
+            history,
+            thresholds,
+        )
+        return RunStateWithAlarms(
+            **{f.name: getattr(state, f.name) for f in fields(state)}, alarms=report
         )
 
     # ----- the hot path ------------------------------------------------------------------

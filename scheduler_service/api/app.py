@@ -33,6 +33,7 @@ from scheduler_service.errors import (
     ServiceError,
     Unavailable,
 )
+from scheduler_service.metrics import install_metrics
 from scheduler_service.service import SchedulerService, ServiceOptions
 from scheduler_service.store.engine import create_store_engine
 from scheduler_service.writer import is_transient
@@ -151,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(router)
+    install_metrics(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(PreconditionFailed, _precondition_failed)

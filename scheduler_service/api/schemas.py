@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from scheduler_service.algorithms.alarms import AlarmReport
 from scheduler_service.domain import (
     MAX_CLIPS,
     PRESETS,
@@ -283,6 +284,16 @@ class FrozenOut(Model):
     reward_weights: bool
 
 
+class AlarmOut(Model):
+    """One collapse alarm: measured value, threshold, whether it fires, clips involved."""
+
+    name: str
+    value: float
+    threshold: float
+    firing: bool
+    clips: list[str]
+
+
 class RunStateOut(Model):
     """``GET /runs/{run}``: everything about one run."""
 
@@ -297,11 +308,28 @@ class RunStateOut(Model):
     totals: TotalsOut
     clips: list[ClipOut]
     learners: list[LearnerOut]
+    alarms: list[AlarmOut] | None = None
+    """Collapse alarms (only on ``GET /runs/{run}``; None in write responses)."""
 
     @classmethod
     def from_state(cls, state: RunState) -> RunStateOut:
         """The wire form of a run state."""
         config = state.config
+        report = getattr(state, "alarms", None)
+        alarms = (
+            [
+                AlarmOut(
+                    name=a.name,
+                    value=a.value,
+                    threshold=a.threshold,
+                    firing=a.firing,
+                    clips=[config.clips[i].name for i in a.clips],
+                )
+                for a in report.alarms
+            ]
+            if isinstance(report, AlarmReport)
+            else None
+        )
         return cls(
             name=config.name,
             state_version=state.state_version,
@@ -357,6 +385,7 @@ class RunStateOut(Model):
                 )
                 for learner in state.learners
             ],
+            alarms=alarms,
         )
 
 
