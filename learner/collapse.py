@@ -216,6 +216,23 @@ def evaluate_policy(
     }
 
 
+def last_quarter_usage(db: Path, run: str, num_clips: int) -> list[float]:
+    """Each clip's share of the last quarter of the run's finished episodes (by arrival).
+
+    Read from the scheduler's SQLite file: the final usage, not the all-episode share that
+    an integral controller keeps on target even while recent usage drifts.
+    """
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        clip_ids = [row[0] for row in conn.execute(
+            "SELECT o.clip_id FROM outcomes o JOIN runs r ON r.id = o.run_id "
+            "WHERE r.name = ? ORDER BY o.received_at, o.rowid", (run,))]  # fmt: skip
+    tail = clip_ids[-max(1, len(clip_ids) // 4) :] if clip_ids else []
+    counts = np.bincount(np.asarray(tail, dtype=np.int64), minlength=num_clips)
+    return (counts / max(1, counts.sum())).tolist()
+
+
 def run_arm(arm_name: str, seed: int, budget: Budget, url: str, results: Path) -> dict[str, Any]:
     """Create the arm's run, train, evaluate; write and return the result JSON."""
     import torch
@@ -253,6 +270,7 @@ def run_arm(arm_name: str, seed: int, budget: Budget, url: str, results: Path) -
         "wall_s": wall,
         "usage_total": usage.tolist(),
         "usage_final": final.tolist(),
+        "usage_last_quarter": last_quarter_usage(results / "scheduler.db", run, len(FIVE_CLIPS)),
         "target_usage": target.tolist(),
         "usage_l1": float(np.abs(usage - target).sum()),
         "usage_history": [
@@ -328,6 +346,15 @@ def run_experiment(
     ]
 
 
+def _git_head() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True)  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def add_experiment_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``experiment collapse`` to the root CLI."""
     parser = subparsers.add_parser("experiment", help="reproducible experiments")
@@ -366,7 +393,8 @@ def _run_from_args(args: argparse.Namespace) -> int:
     if not args.report_only:
         started = time.time()
         run_experiment(arms, list(range(args.seeds)), budget, args.results, args.workers)
-        run_info = {"command": command, "started": started, "finished": time.time()}
+        run_info = {"command": command, "started": started, "finished": time.time(),
+                    "commit": _git_head()}  # fmt: skip
         (args.results / "run.json").write_text(json.dumps(run_info), encoding="utf-8")
     run_info = json.loads((args.results / "run.json").read_text(encoding="utf-8"))
     rows = [
@@ -379,6 +407,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
         page=args.page,
         wall_s=run_info["finished"] - run_info["started"],
         command=run_info["command"],
+        commit=run_info.get("commit", "unknown"),
     )
     print(table)
     return 0
