@@ -132,6 +132,7 @@ def run_demo(config: DemoConfig) -> int:
             exist_ok=True,
         )
         print(f"scheduler   {url}   (database {db})")
+        print(f"dashboard   {url}/dashboard/#run={RUN_NAME}")
         print(f"metrics     {url}/metrics")
         print(f"run state   {url}/runs/{RUN_NAME}")
         print(f"API docs    {url}/docs")

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scheduler_service.algorithms.alarms import AlarmThresholds
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -40,6 +42,16 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="a learner silent this long is shown as stale"
     )
     log_level: LogLevel = Field(default="INFO", description="logging level of the service")
+    alarms: AlarmThresholds = Field(
+        default_factory=AlarmThresholds,
+        description="collapse alarm thresholds, as JSON in CLIPSCHED_ALARMS, e.g. "
+        '{"max_top1_share": 0.6}',
+    )
+    metrics_max_clips: int = Field(
+        default=100,
+        ge=0,
+        description="runs with more clips than this get no per-clip series on /metrics",
+    )
 
     @property
     def auth_enabled(self) -> bool:

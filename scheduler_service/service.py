@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -123,6 +123,7 @@ class ServiceOptions:
     max_outcomes_per_batch: int = 1024
     learner_stale_seconds: float = 60.0
     reader_threads: int = 4
+    alarm_thresholds: AlarmThresholds = field(default_factory=AlarmThresholds)
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ class SchedulerService:
             now=now,
             stale_seconds=self.options.learner_stale_seconds,
         )
-        thresholds = AlarmThresholds()
+        thresholds = self.options.alarm_thresholds
         m = thresholds.stalled_updates
         recent = self.repo.history(conn, row.id, max(0, row.updates - m), m)
         # stalled success needs M updates in which every clip has a success estimate

@@ -21,7 +21,7 @@ class AlarmThresholds:
     """When each collapse alarm fires."""
 
     min_effective_fraction: float = 0.5
-    """Fire when effective clips < this fraction of K."""
+    """Fire when effective clips exp(H(u)) < this fraction of exp(H(u*)) (K for uniform u*)."""
     max_top1_share: float = 0.5
     """Fire when the most-used clip's share exceeds this."""
     max_target_gap: float = 0.1
@@ -32,6 +32,22 @@ class AlarmThresholds:
     """M: a clip is stalled when its success moved less than ``stalled_tol`` in M updates."""
     stalled_tol: float = 1e-6
     """Largest success change over the last M updates that still counts as stalled."""
+    stalled_ceiling: float = 0.95
+    """A clip whose latest success is at least this is mastered, not stalled."""
+
+    def __post_init__(self) -> None:
+        valid = {
+            "min_effective_fraction": 0.0 <= self.min_effective_fraction <= 1.0,
+            "max_top1_share": 0.0 < self.max_top1_share <= 1.0,
+            "max_target_gap": 0.0 < self.max_target_gap <= 1.0,
+            "starved_episodes": self.starved_episodes >= 1,
+            "stalled_updates": self.stalled_updates >= 2,
+            "stalled_tol": self.stalled_tol >= 0.0,
+            "stalled_ceiling": 0.0 < self.stalled_ceiling <= 1.0,
+        }
+        bad = [name for name, ok in valid.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid alarm thresholds: {', '.join(bad)}")
 
 
 @dataclass(frozen=True)
@@ -96,12 +112,16 @@ def starved_clips(window_episodes: npt.ArrayLike, min_window_episodes: int) -> t
 
 
 def stalled_clips(
-    success_history: npt.ArrayLike, m_updates: int, tol: float = 1e-6
+    success_history: npt.ArrayLike,
+    m_updates: int,
+    tol: float = 1e-6,
+    ceiling: float | None = None,
 ) -> tuple[int, ...]:
     """Clips whose success moved by <= ``tol`` (max - min) over the last ``m_updates`` rows.
 
     ``success_history`` is (U, K), one row per controller update, oldest first; with fewer
-    than ``m_updates`` rows nothing is reported stalled.
+    than ``m_updates`` rows nothing is reported stalled. With a ``ceiling``, clips whose
+    latest success is >= ceiling are mastered and left out (a flat 1.0 is not a stall).
     """
     if m_updates < 2:
         raise ValueError("m_updates must be >= 2")
@@ -112,7 +132,10 @@ def stalled_clips(
         return ()
     recent = history[-m_updates:]
     spread = recent.max(axis=0) - recent.min(axis=0)  # range of success_i over M updates
-    return tuple(int(i) for i in np.flatnonzero(spread <= tol))
+    stalled = spread <= tol
+    if ceiling is not None:
+        stalled &= recent[-1] < ceiling
+    return tuple(int(i) for i in np.flatnonzero(stalled))
 
 
 def evaluate_alarms(
@@ -127,7 +150,11 @@ def evaluate_alarms(
     u = _shares(usage)
     k = u.size
     eff = effective_clips(u)
-    eff_threshold = t.min_effective_fraction * k
+    # relative to what the targets themselves give: exp(H(u*)) = K for uniform targets,
+    # fewer when the targets favour some clips (so skewed targets do not fire it forever)
+    eff_threshold = t.min_effective_fraction * effective_clips(
+        as_clip_vector(target_usage, "target_usage", k)
+    )
     top = top1_share(u)
     top_clip = int(np.argmax(u))
     gap, gap_clip = max_target_gap(u, target_usage)
@@ -135,7 +162,9 @@ def evaluate_alarms(
     if success_history is None:
         stalled: tuple[int, ...] = ()
     else:
-        stalled = stalled_clips(success_history, t.stalled_updates, t.stalled_tol)
+        stalled = stalled_clips(
+            success_history, t.stalled_updates, t.stalled_tol, ceiling=t.stalled_ceiling
+        )
     alarms = (
         Alarm("effective_clips", eff, eff_threshold, eff < eff_threshold, ()),
         Alarm("top1_share", top, t.max_top1_share, top > t.max_top1_share, (top_clip,)),

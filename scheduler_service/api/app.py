@@ -24,6 +24,7 @@ from scheduler_service.api.routes import router
 from scheduler_service.api.schemas import error_detail
 from scheduler_service.api.transport import BodySizeLimit
 from scheduler_service.config import Settings
+from scheduler_service.dashboard import mount_dashboard
 from scheduler_service.errors import (
     Conflict,
     InvalidInput,
@@ -33,7 +34,7 @@ from scheduler_service.errors import (
     ServiceError,
     Unavailable,
 )
-from scheduler_service.metrics import install_metrics
+from scheduler_service.metrics import install_metrics, new_metrics
 from scheduler_service.service import SchedulerService, ServiceOptions
 from scheduler_service.store.engine import create_store_engine
 from scheduler_service.writer import is_transient
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ServiceOptions(
                 max_outcomes_per_batch=settings.max_outcomes_per_batch,
                 learner_stale_seconds=settings.learner_stale_seconds,
+                alarm_thresholds=settings.alarms,
             ),
         )
         await asyncio.to_thread(service.start)
@@ -152,7 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(router)
-    install_metrics(app)
+    install_metrics(app, new_metrics(max_clips=settings.metrics_max_clips))
+    mount_dashboard(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(PreconditionFailed, _precondition_failed)

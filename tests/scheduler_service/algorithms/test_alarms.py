@@ -54,6 +54,21 @@ def test_stalled_clips_are_those_whose_success_did_not_move() -> None:
     assert stalled_clips(history[:3], 5) == ()
 
 
+def test_mastered_clips_are_not_stalled_below_the_ceiling_they_are() -> None:
+    history = np.tile([1.0, 0.4, 0.0], (6, 1))  # mastered, stuck, never succeeds
+    assert stalled_clips(history, 5) == (0, 1, 2)
+    assert stalled_clips(history, 5, ceiling=0.95) == (1, 2)
+
+
+def test_evaluate_alarms_leaves_mastered_clips_out_of_stalled() -> None:
+    k = 3
+    history = np.tile([1.0, 0.4, 0.7], (6, 1))
+    history[:, 2] = np.linspace(0.5, 0.9, 6)  # still learning
+    report = evaluate_alarms(np.full(k, 1 / k), np.full(k, 1 / k), np.full(k, 100), history)
+    stalled = next(a for a in report.alarms if a.name == "stalled_clips")
+    assert stalled.clips == (1,)
+
+
 def test_bad_input_raises_value_error() -> None:
     with pytest.raises(ValueError):
         effective_clips([np.nan, 1.0])
@@ -96,3 +111,25 @@ def test_thresholds_are_configurable_and_frozen() -> None:
     assert "top1_share" not in evaluate_alarms(usage, usage, [1, 1], thresholds=loose).firing
     with pytest.raises(dataclasses.FrozenInstanceError):
         loose.max_top1_share = 0.1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("max_top1_share", 0.0), ("max_target_gap", 1.5), ("stalled_updates", 1), ("stalled_tol", -1)],
+)
+def test_out_of_range_thresholds_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        AlarmThresholds(**{field: value})
+
+
+def test_effective_clips_threshold_follows_the_targets_not_the_clip_count() -> None:
+    k = 100
+    target = np.full(k, 0.02 / (k - 2))
+    target[:2] = 0.49  # operators put nearly everything on two clips
+    report = evaluate_alarms(target, target, np.full(k, 50))
+    effective = next(a for a in report.alarms if a.name == "effective_clips")
+    assert not effective.firing  # usage on target is not a collapse
+    assert effective.threshold == pytest.approx(0.5 * effective_clips(target))
+    collapsed = np.zeros(k)
+    collapsed[0] = 1.0
+    assert "effective_clips" in evaluate_alarms(collapsed, target, np.full(k, 50)).firing
