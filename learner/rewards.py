@@ -80,19 +80,6 @@ def scale_matrix(
     return matrix
 
 
-def welford_update(
-    count: np.ndarray, mean: np.ndarray, m2: np.ndarray, value: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """One batched Welford step: (N,) counts *after* adding the (N, T) value -> new mean, m2.
-
-    delta = x - mean;  mean' = mean + delta / n;  m2' = m2 + delta * (x - mean')
-    """
-    delta = value - mean
-    new_mean = mean + delta / count[:, None]
-    new_m2 = m2 + delta * (value - new_mean)
-    return new_mean, new_m2
-
-
 __all__ = [
     "TERM_NAMES",
     "quaternion_angles",
@@ -101,5 +88,4 @@ __all__ = [
     "term_errors",
     "tracking_terms",
     "weighted_reward",
-    "welford_update",
 ]

@@ -1,9 +1,19 @@
-"""Run the scheduler under uvicorn: ``serve(Settings(...))`` (used by ``clipsched serve``)."""
+"""Run the scheduler under uvicorn.
+
+``serve(Settings(...))`` serves in this process until interrupted (``clipsched serve``);
+``serve_in_thread(settings)`` runs one on a free loopback port in a background thread for
+as long as a ``with`` block lasts (a trainer's embedded scheduler, tests, scripts).
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -48,3 +58,38 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+@contextmanager
+def serve_in_thread(
+    settings: Settings, port: int = 0, start_timeout: float = 30.0
+) -> Iterator[str]:
+    """Serve the scheduler on loopback in a daemon thread; yield its base URL.
+
+    The socket is bound here (``port`` 0: a free one) and handed to uvicorn, so no other
+    process can take the port between choosing and binding it; ``settings.host`` and
+    ``settings.port`` are not used. The server shuts down (lifespan included) when the
+    block ends.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"scheduler-{port}", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    try:
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the scheduler did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20.0)
+        sock.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
+import sys
 import tempfile
 import threading
 import time
@@ -26,25 +26,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 
-from scheduler_service.api.app import create_app
 from scheduler_service.config import Settings
-from scheduler_service.dashboard import mount_dashboard
+from scheduler_service.server import serve_in_thread
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests.browser
+from tests.browser import chromium
 
 logger = logging.getLogger("screenshot_dashboard")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RUN = "five-clip"
 STALE_SECONDS = 4.0
 """Learner silence shown as stale (short, so that the early drop-out shows as stale)."""
@@ -55,32 +45,6 @@ LEARN_RATE = np.array([0.010, 0.006, 0.005, 0.003, 0.0015])
 """How fast practice raises each clip's success (Sprint is the hardest)."""
 OVERRIDE_ROUNDS_BEFORE_END = 3
 """The operator raises Sprint's target this many rounds before the screenshot."""
-
-
-@contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """The scheduler (with the dashboard) under uvicorn in a thread; yields its base URL."""
-    app = create_app(settings)
-    mount_dashboard(app)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the scheduler did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 class Learners:
@@ -161,20 +125,14 @@ def wait_until_stale(client: httpx.Client, learner: str, timeout: float = 30.0) 
 
 def screenshot(base_url: str, out: Path, width: int) -> None:
     """Open the dashboard in headless Chromium and save a full-page screenshot."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": 900})
-            page.goto(f"{base_url}/dashboard/?poll=500#run={RUN}")
-            page.wait_for_selector("svg.chart path.series")
-            page.wait_for_selector(".alarm")
-            page.wait_for_timeout(800)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(out), full_page=True)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(f"{base_url}/dashboard/?poll=500#run={RUN}")
+        page.wait_for_selector("svg.chart path.series")
+        page.wait_for_selector(".alarm")
+        page.wait_for_timeout(800)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out), full_page=True)
 
 
 def main() -> None:
@@ -193,7 +151,10 @@ def main() -> None:
         settings = Settings(
             database_url=f"sqlite:///{tmp}/demo.db", learner_stale_seconds=STALE_SECONDS
         )
-        with serve(settings) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+        with (
+            serve_in_thread(settings) as base_url,
+            httpx.Client(base_url=base_url, timeout=30) as client,
+        ):
             client.post(
                 "/runs",
                 json={

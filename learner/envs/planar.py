@@ -47,13 +47,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 
 from learner.envs.base import EpisodeEnd, NextClip, VecStep
+from learner.envs.episodes import EpisodeStats
+from learner.envs.gym_wrapper import SingleClipGymEnv
 from learner.envs.planar_rewards import (
     FEET,
     JOINT_ANGLES,
@@ -66,9 +66,8 @@ from learner.envs.planar_rewards import (
     TermScales,
     scale_matrix,
     tracking_terms,
-    weighted_reward,
-    welford_update,
 )
+from learner.rewards import weighted_reward
 
 logger = logging.getLogger(__name__)
 
@@ -500,10 +499,7 @@ class PlanarVecEnv:
 
         self.clip = np.zeros(num_envs, dtype=np.int64)
         self.phase0 = np.zeros(num_envs)
-        self.steps = np.zeros(num_envs, dtype=np.int64)
-        self._term_mean = np.zeros((num_envs, len(TERM_NAMES)))
-        self._term_m2 = np.zeros((num_envs, len(TERM_NAMES)))
-        self._return = np.zeros(num_envs)
+        self._episodes = EpisodeStats(num_envs, len(TERM_NAMES))
         self._instability = [
             self.data.warning[int(w)]
             for w in (
@@ -592,10 +588,7 @@ class PlanarVecEnv:
         frame = int(self._rng.integers(self._frames))
         self.clip[i] = clip_id
         self.phase0[i] = frame / self._frames
-        self.steps[i] = 0
-        self._term_mean[i] = 0.0
-        self._term_m2[i] = 0.0
-        self._return[i] = 0.0
+        self._episodes.reset_slot(i)
         self._qpos[i, 0] = 0.0
         self._write_reference(i, clip_id, frame)
         self._warmstart[i] = 0.0
@@ -610,6 +603,11 @@ class PlanarVecEnv:
         self._qvel[i, 0] = ref[ROOT_FORWARD_VELOCITY]
         self._qvel[i, 1:3] = self._rsi[clip_id, frame]
         self._qvel[i, ROOT_DOFS:] = ref[JOINT_VELOCITIES]
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(N,) control steps of each slot's current episode."""
+        return self._episodes.steps
 
     def set_reference_state(self, i: int, clip_id: int) -> None:
         """Put walker i exactly on clip ``clip_id``'s reference at that clip's current phase."""
@@ -641,16 +639,12 @@ class PlanarVecEnv:
         targets = self._action_center + self._action_scale * a
         self._ctrl[:] = np.clip(targets, self.geometry.joint_low, self.geometry.joint_high)
         mujoco.mj_step(self.model, self.data, nstep=self.config.substeps)
-        self.steps += 1
 
         feats = self.state_features()
         clip_terms = self.current_terms(feats)
         active = clip_terms[self._rows, self.clip].astype(np.float64)  # (N, T)
         active_reward = weighted_reward(active, self.term_weights)
-        self._term_mean, self._term_m2 = welford_update(
-            self.steps, self._term_mean, self._term_m2, active
-        )
-        self._return += active_reward
+        self._episodes.add(active, active_reward)
 
         height, pitch = feats[:, ROOT_HEIGHT], feats[:, ROOT_PITCH]
         terminated = (
@@ -669,8 +663,10 @@ class PlanarVecEnv:
         done = np.flatnonzero(terminated | truncated)
         if done.size:
             final_obs = obs.copy()
+            episodes = self._episodes.end(
+                done, self.clip, terminated, self.config.success_threshold
+            )
             for i in done:
-                episodes.append(self._episode_end(int(i), bool(terminated[i])))
                 self._reset_slot(int(i))
             obs = self._observe(self.state_features())
         return VecStep(
@@ -684,21 +680,6 @@ class PlanarVecEnv:
             episodes=episodes,
         )
 
-    def _episode_end(self, i: int, fell: bool) -> EpisodeEnd:
-        steps = int(self.steps[i])
-        mean_reward = self._return[i] / steps
-        success = float(not fell and mean_reward >= self.config.success_threshold)
-        return EpisodeEnd(
-            env_index=i,
-            clip_id=int(self.clip[i]),
-            steps=steps,
-            success=success,
-            tracking_return=float(self._return[i]),
-            term_count=steps,
-            term_mean=self._term_mean[i].copy(),
-            term_m2=self._term_m2[i].copy(),
-        )
-
     def close(self) -> None:
         """Nothing to release (MuJoCo frees the model and data with the object)."""
 
@@ -708,64 +689,13 @@ class PlanarVecEnv:
 # --------------------------------------------------------------------------------------
 
 
-class PlanarGymEnv(gym.Env[np.ndarray, np.ndarray]):
-    """One planar walker as a ``gymnasium.Env`` (a 1-slot ``PlanarVecEnv``).
-
-    ``reset(options={"clip_id": i})`` picks the clip, else it is uniform from ``np_random``.
-    ``info`` carries ``clip_terms`` (K, T) and ``clip_id``; at the end of an episode also
-    ``success`` and ``tracking_return``.
-    """
-
-    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+class PlanarGymEnv(SingleClipGymEnv):
+    """One planar walker as a ``gymnasium.Env``: a 1-slot ``PlanarVecEnv``."""
 
     def __init__(
         self, clips: Sequence[str | PlanarClip] | None = None, config: PlanarConfig | None = None
     ) -> None:
-        self._clip_id = 0
-        self.vec = PlanarVecEnv(clips, 1, self._pending_clip, config, seed=0)
-        self.clip_names = self.vec.clip_names
-        bound = np.finfo(np.float32).max
-        self.observation_space = gym.spaces.Box(
-            -bound, bound, shape=(self.vec.obs_dim,), dtype=np.float32
-        )
-        self.action_space = gym.spaces.Box(
-            -1.0, 1.0, shape=(self.vec.action_dim,), dtype=np.float32
-        )
-
-    def _pending_clip(self) -> int:
-        return self._clip_id
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode on ``options["clip_id"]`` or a uniformly drawn clip."""
-        super().reset(seed=seed)
-        k = len(self.clip_names)
-        if options and "clip_id" in options:
-            clip_id = int(options["clip_id"])
-            if not 0 <= clip_id < k:
-                raise ValueError(f"clip_id must be in 0..{k - 1}, got {clip_id}")
-        else:
-            clip_id = int(self.np_random.integers(k))
-        self._clip_id = clip_id
-        obs = self.vec.reset(seed=int(self.np_random.integers(2**31)))
-        return obs[0], {"clip_id": clip_id}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """One control step; the reward is the active clip's weighted tracking reward."""
-        result = self.vec.step(np.asarray(action, dtype=np.float64)[None, :])
-        terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
-        info: dict[str, Any] = {
-            "clip_terms": result.clip_terms[0],
-            "clip_id": int(result.clip_ids[0]),
-        }
-        obs = result.obs[0]
-        if result.episodes:
-            episode = result.episodes[0]
-            info["success"] = episode.success
-            info["tracking_return"] = episode.tracking_return
-            obs = result.final_obs[0]
-        return obs, float(result.active_reward[0]), terminated, truncated, info
+        super().__init__(lambda next_clip: PlanarVecEnv(clips, 1, next_clip, config, seed=0))
 
 
 __all__ = [

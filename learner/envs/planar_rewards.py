@@ -82,21 +82,3 @@ def tracking_terms(state: np.ndarray, reference: np.ndarray, scale: np.ndarray) 
     diff = reference - state[:, None, :]
     err = (diff * diff) @ scale
     return np.exp(-err)
-
-
-def weighted_reward(terms: np.ndarray, term_weights: np.ndarray) -> np.ndarray:
-    """DeepMimic sum r = sum_t w_t r_t over the last axis of (..., T) terms."""
-    return terms @ term_weights
-
-
-def welford_update(
-    count: np.ndarray, mean: np.ndarray, m2: np.ndarray, value: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """One batched Welford step: (N,) counts *after* adding the (N, T) value -> new mean, m2.
-
-    delta = x - mean;  mean' = mean + delta / n;  m2' = m2 + delta * (x - mean')
-    """
-    delta = value - mean
-    new_mean = mean + delta / count[:, None]
-    new_m2 = m2 + delta * (value - new_mean)
-    return new_mean, new_m2

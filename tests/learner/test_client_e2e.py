@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import threading
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,54 +17,32 @@ from learner.client import (
     SchedulerError,
 )
 from learner.clip_source import Outcome
+from tests.service_processes import free_port
 
-app_module = pytest.importorskip("scheduler_service.api.app")
 config_module = pytest.importorskip("scheduler_service.config")
-uvicorn = pytest.importorskip("uvicorn")
+server_module = pytest.importorskip("scheduler_service.server")
 
 CLIPS = ["Idle", "Walk", "Back", "Run", "Sprint"]
 TERMS = ("root", "pose")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LoopbackScheduler:
-    """One uvicorn server in a daemon thread; can be stopped and started again on its port."""
+    """The scheduler in a thread on a fixed loopback port; can be stopped and started again."""
 
     def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
+        self.settings = config_module.Settings(database_url=f"sqlite:///{db_path}")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._running: contextlib.ExitStack | None = None
 
     def start(self) -> None:
-        settings = config_module.Settings(database_url=f"sqlite:///{self.db_path}")
-        config = uvicorn.Config(
-            app_module.create_app(settings),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 15.0
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("scheduler did not start")
-            time.sleep(0.01)
+        self._running = contextlib.ExitStack()
+        self._running.enter_context(server_module.serve_in_thread(self.settings, port=self.port))
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10.0)
-            self._server = None
+        if self._running is not None:
+            self._running.close()
+            self._running = None
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from learner import quaternions as quat
+from learner.envs.episodes import welford_update
 from learner.rewards import (
     TERM_NAMES,
     quaternion_angles,
@@ -16,7 +17,6 @@ from learner.rewards import (
     term_errors,
     tracking_terms,
     weighted_reward,
-    welford_update,
 )
 
 F, Q, T = 6, 2, len(TERM_NAMES)

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 
-from tests.scheduler_service.helpers import LoopbackServer, outcome, run_spec
+from scheduler_service.config import Settings
+from scheduler_service.server import serve_in_thread
+from tests.scheduler_service.helpers import outcome, run_spec
 
 CLIPS = ("a", "b", "c", "d")
 CLIENTS = 8
@@ -64,19 +66,22 @@ def client_loop(
 def test_counters_equal_the_accepted_outcomes_under_concurrent_clients_and_replicas(
     database_url: str,
 ) -> None:
-    with LoopbackServer(database_url) as first, LoopbackServer(database_url) as second:
+    with (
+        serve_in_thread(Settings(database_url=database_url)) as first,
+        serve_in_thread(Settings(database_url=database_url)) as second,
+    ):
         spec = run_spec(
             "shared",
             clips=CLIPS,
             strategy={"kind": "controller", "update_every_steps": UPDATE_EVERY_STEPS},
         )
-        assert httpx.post(f"{first.url}/runs", json=spec).status_code == 201
+        assert httpx.post(f"{first}/runs", json=spec).status_code == 201
         sent: list[list[dict[str, Any]]] = [[] for _ in range(CLIENTS)]
         answers: list[list[dict[str, Any]]] = [[] for _ in range(CLIENTS)]
         threads = [
             threading.Thread(
                 target=client_loop,
-                args=((first, second)[i % 2].url, i, sent[i], answers[i]),
+                args=((first, second)[i % 2], i, sent[i], answers[i]),
             )
             for i in range(CLIENTS)
         ]
@@ -85,8 +90,8 @@ def test_counters_equal_the_accepted_outcomes_under_concurrent_clients_and_repli
         for thread in threads:
             thread.join(timeout=120.0)
         assert not any(thread.is_alive() for thread in threads)
-        state = httpx.get(f"{second.url}/runs/shared").json()
-        history = httpx.get(f"{first.url}/runs/shared/history").json()["updates"]
+        state = httpx.get(f"{second}/runs/shared").json()
+        history = httpx.get(f"{first}/runs/shared/history").json()["updates"]
 
     outcomes = [o for per_client in sent for o in per_client]
     assert len({o["episode_id"] for o in outcomes}) == len(outcomes)

@@ -10,40 +10,26 @@ Screenshots go to ``test-artifacts/`` (gitignored).
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
-from scheduler_service.api.app import create_app
 from scheduler_service.config import Settings
-from scheduler_service.dashboard import mount_dashboard
+from scheduler_service.server import serve_in_thread
+from tests.browser import CHROMIUM, chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CLIPS = {"Idle": "calm", "Walk": "gait", "Back": "gait", "Run": "fast", "Sprint": "fast"}
 RUN = "live"
 TIMEOUT_MS = 15_000
 
-sync_api = pytest.importorskip(
+pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install '.[dev]')"
 )
 if not CHROMIUM.exists():
@@ -51,30 +37,6 @@ if not CHROMIUM.exists():
     if os.environ.get("CLIPSCHED_REQUIRE_BROWSER"):
         pytest.fail(f"{CHROMIUM} is missing and CLIPSCHED_REQUIRE_BROWSER is set", pytrace=False)
     pytest.skip("Debian's chromium is missing (apt-get install chromium)", allow_module_level=True)
-
-
-@contextmanager
-def _serve(settings: Settings) -> Iterator[str]:
-    """The scheduler with its dashboard under uvicorn in a thread, on a free loopback port."""
-    app = create_app(settings)
-    mount_dashboard(app)  # a no-op once create_app mounts it itself
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +48,7 @@ def _artifacts() -> None:
 @pytest.fixture
 def base_url(tmp_path: Path) -> Iterator[str]:
     """A scheduler without tokens."""
-    with _serve(Settings(database_url=f"sqlite:///{tmp_path / 'dash.db'}")) as url:
+    with serve_in_thread(Settings(database_url=f"sqlite:///{tmp_path / 'dash.db'}")) as url:
         yield url
 
 
@@ -192,8 +154,7 @@ def test_dashboard_shows_live_run_alarm_and_sets_target_through_form(
     base_url: str, learners: SkewedLearners
 ) -> None:
     _wait_for(lambda: _state(base_url)["totals"]["updates"] >= 3)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
         errors: list[str] = []
@@ -242,7 +203,6 @@ def test_dashboard_shows_live_run_alarm_and_sets_target_through_form(
             assert not errors, errors  # no script error, no failed request
         finally:
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-            browser.close()
 
 
 def test_dashboard_reports_a_stale_if_match_and_applies_on_retry(
@@ -250,8 +210,7 @@ def test_dashboard_reports_a_stale_if_match_and_applies_on_retry(
 ) -> None:
     learners.hold.set()
     _wait_for(learners.idle.is_set)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         script_errors: list[str] = []
@@ -285,22 +244,20 @@ def test_dashboard_reports_a_stale_if_match_and_applies_on_retry(
             assert not script_errors, script_errors
         finally:
             page.screenshot(path=str(ARTIFACTS / "dashboard-412.png"), full_page=True)
-            browser.close()
 
 
 def test_dashboard_asks_for_a_token_and_sends_it_when_tokens_are_configured(
     tmp_path: Path,
 ) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'auth.db'}", write_token="w-secret")
-    with _serve(settings) as url:
+    with serve_in_thread(settings) as url:
         created = httpx.post(
             f"{url}/runs",
             json={"name": "guarded", "clips": [{"name": "Walk"}, {"name": "Run"}]},
             headers={"Authorization": "Bearer w-secret"},
         )
         assert created.status_code == 201, created.text
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
             try:
@@ -318,10 +275,9 @@ def test_dashboard_asks_for_a_token_and_sends_it_when_tokens_are_configured(
                 page.locator("#targets-status.ok").wait_for()
             finally:
                 page.screenshot(path=str(ARTIFACTS / "dashboard-token.png"), full_page=True)
-                browser.close()
-        state = httpx.get(
-            f"{url}/runs/guarded", headers={"Authorization": "Bearer w-secret"}
-        ).json()
+            state = httpx.get(
+                f"{url}/runs/guarded", headers={"Authorization": "Bearer w-secret"}
+            ).json()
         run = next(c for c in state["clips"] if c["name"] == "Run")
         assert run["target_usage"] == pytest.approx(0.8)
 
@@ -359,8 +315,7 @@ def test_dashboard_stays_usable_at_1200_clips_with_search_top_k_and_group_roll_u
             assert answer.status_code == 200, answer.text
         assert client.get("/runs/big").json()["totals"]["updates"] >= 2
 
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
         errors: list[str] = []
@@ -400,7 +355,6 @@ def test_dashboard_stays_usable_at_1200_clips_with_search_top_k_and_group_roll_u
             assert not errors, errors
         finally:
             page.screenshot(path=str(ARTIFACTS / "dashboard-1200.png"), full_page=True)
-            browser.close()
     state = httpx.get(f"{base_url}/runs/big", timeout=30).json()
     g03 = sum(c["target_usage"] for c in state["clips"] if c["group"] == "g03")
     assert g03 == pytest.approx(0.5)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.scheduler_service.helpers import free_port
+from tests.service_processes import free_port
 
 SERVE = (
     "import sys; from scheduler_service.config import Settings; "
