@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler_service.algorithms.alarms import AlarmThresholds
@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         ge=0,
         description="runs with more clips than this get no per-clip series on /metrics",
     )
+
+    @field_validator("write_token", "read_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        """An empty token (``CLIPSCHED_WRITE_TOKEN=`` from compose's ``${VAR:-}``) is no token."""
+        return None if value == "" else value
 
     @property
     def auth_enabled(self) -> bool:

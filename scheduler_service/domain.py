@@ -7,6 +7,7 @@ design note) that fill a run request in one line.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -125,9 +126,9 @@ class RunConfig:
     preset: str | None
     created_at: float
 
-    @property
+    @functools.cached_property
     def clip_names(self) -> tuple[str, ...]:
-        """Clip names in id order."""
+        """Clip names in id order (computed once per config)."""
         return tuple(c.name for c in self.clips)
 
 

@@ -17,7 +17,9 @@ import numpy as np
 
 from scheduler_service.algorithms.aggregation import adaptive_weights_step, curriculum_weights
 from scheduler_service.algorithms.bandits import thompson_probs, ucb_probs
-from scheduler_service.algorithms.normalizers import Moments, merge_moments
+from scheduler_service.algorithms.normalizers import (
+    reduce_moments_by_key as reduce_moments_by_key,  # moved to algorithms; re-exported
+)
 from scheduler_service.algorithms.probabilities import (
     controller_step,
     difficulty_step,
@@ -190,35 +192,3 @@ def apply_partial_shares(current: np.ndarray, named: Mapping[int, float]) -> np.
     if rest_mass > 0.0:
         result[rest] = current[rest] / rest_mass * max(0.0, 1.0 - named_sum)
     return normalize_shares(result)
-
-
-def reduce_moments_by_key(keys: np.ndarray, moments: Moments) -> tuple[np.ndarray, Moments]:
-    """Merge the 1-D moments that share a key; returns sorted unique keys and their moments.
-
-    A segmented pairwise reduction with ``merge_moments``: each round merges neighbours
-    (0, 1), (2, 3), ... inside every run of equal keys, so a batch of n entries takes
-    about log2(n) vectorised rounds.
-    """
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    count, mean, m2 = moments.count[order], moments.mean[order], moments.m2[order]
-    while keys.shape[0] > 1:
-        same_next = keys[1:] == keys[:-1]
-        if not same_next.any():
-            break
-        index = np.arange(keys.shape[0])
-        starts = np.concatenate(([True], ~same_next))
-        rank = index - np.maximum.accumulate(np.where(starts, index, 0))
-        has_next = np.concatenate((same_next, [False]))
-        left = np.flatnonzero((rank % 2 == 0) & has_next)
-        right = left + 1
-        merged = merge_moments(
-            Moments(count=count[left], mean=mean[left], m2=m2[left]),
-            Moments(count=count[right], mean=mean[right], m2=m2[right]),
-        )
-        count, mean, m2 = count.copy(), mean.copy(), m2.copy()
-        count[left], mean[left], m2[left] = merged.count, merged.mean, merged.m2
-        keep = np.ones(keys.shape[0], dtype=bool)
-        keep[right] = False
-        keys, count, mean, m2 = keys[keep], count[keep], mean[keep], m2[keep]
-    return keys, Moments(count=count, mean=mean, m2=m2)

@@ -5,15 +5,16 @@ one transaction) and returns plain values, numpy arrays or domain dataclasses, n
 rows. Counters are single-statement upserts,
 ``INSERT ... ON CONFLICT DO UPDATE SET n = n + excluded.n``, through the dialect's own
 ``insert`` (SQLite and PostgreSQL share the syntax), so an increment can never be lost.
-Read-modify-write statistics (EMAs, normaliser moments) are written by the service while
-it holds the run lock (``lock_run``).
+Per-clip statistics are a packed base row plus one packed delta row per outcome batch
+(``tables``, ``packing``); deltas are appended, and folded into the base, by the service
+while it holds the run lock (``lock_run``), so their ``id`` order is the commit order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.sql.elements import ClauseElement
 
+from scheduler_service.algorithms.clip_stats import ClipDelta, ClipStats
 from scheduler_service.algorithms.normalizers import Moments
 from scheduler_service.domain import (
     AggregationParams,
@@ -48,6 +50,15 @@ from scheduler_service.domain import (
 from scheduler_service.errors import SchemaVersionError
 from scheduler_service.store import tables as t
 from scheduler_service.store.engine import WRITE_OPTIONS, is_sqlite
+from scheduler_service.store.migrations import MIGRATIONS
+from scheduler_service.store.packing import (
+    pack_counts,
+    pack_delta,
+    pack_stats,
+    unpack_counts,
+    unpack_delta,
+    unpack_stats,
+)
 
 IN_CHUNK = 500
 """Most values bound into one ``IN (...)`` list (SQLite caps bound variables)."""
@@ -57,10 +68,6 @@ _INSERTS: Mapping[str, Callable[[Table], sqlite.Insert | postgresql.Insert]] = {
     "postgresql": postgresql.insert,
 }
 """Dialect name -> its ``insert`` construct (the one with ``on_conflict_do_*``)."""
-
-MIGRATIONS: Mapping[int, Callable[[Connection], None]] = {}
-"""Schema version n -> the step migrating a database from n to n + 1."""
-
 
 SCHEMA_LOCK_KEY = 0x636C6970  # "clip": the advisory lock that serialises schema creation
 
@@ -117,6 +124,8 @@ class RunRow:
     total_steps: int
     interval_index: int
     updates: int
+    pending_deltas: int
+    """``clip_deltas`` rows not yet folded into the run's ``clip_state``."""
 
 
 @dataclass(frozen=True)
@@ -161,45 +170,16 @@ class RunPolicy:
 
 
 @dataclass(frozen=True)
-class ClipCounters:
-    """Counters and bandit statistics of some clips (arrays aligned with ``clip_ids``)."""
-
-    clip_ids: np.ndarray
-    episodes: np.ndarray
-    steps: np.ndarray
-    return_sum: np.ndarray
-    success_sum: np.ndarray
-    ema_success: np.ndarray
-    ema_return: np.ndarray
-    ts_successes: np.ndarray
-    ts_failures: np.ndarray
-
-
-@dataclass(frozen=True)
-class MomentRows:
-    """Per (clip, term) moments, one entry per stored row."""
-
-    clip_ids: np.ndarray
-    terms: tuple[str, ...]
-    count: np.ndarray
-    mean: np.ndarray
-    m2: np.ndarray
-
-
-@dataclass(frozen=True)
 class LearnerRow:
-    """A learner's counters and its per-clip counts (clip id -> (episodes, steps))."""
+    """A learner's counters (its per-clip counts: ``Repository.learner_clip_counts``)."""
 
     learner_id: str
     episodes: int
     steps: int
     first_seen: float
     last_seen: float
-    clip_counts: Mapping[int, tuple[int, int]]
 
 
-_COUNTER_COLUMNS = ("episodes", "steps", "return_sum", "success_sum")
-_SET_COLUMNS = ("ema_success", "ema_return", "ts_successes", "ts_failures")
 _POLICY_COLUMNS = (
     "target_usage",
     "clip_probs",
@@ -224,6 +204,7 @@ _RUN_COLUMNS = (
     t.runs.c.total_steps,
     t.runs.c.interval_index,
     t.runs.c.updates,
+    t.runs.c.pending_deltas,
 )
 """The run columns, in ``RunRow`` field order."""
 
@@ -293,13 +274,6 @@ def _policy_values(policy: RunPolicy) -> dict[str, Any]:
         "normalizer_mean": _to_bytes(moments.mean),
         "normalizer_m2": _to_bytes(moments.m2),
     }
-
-
-def _columns(rows: Sequence[Any], width: int) -> list[np.ndarray]:
-    """Result rows as one float64 array per column (zero rows give empty arrays)."""
-    if not rows:
-        return [np.zeros(0) for _ in range(width)]
-    return [np.asarray(column, dtype=np.float64) for column in zip(*rows, strict=True)]
 
 
 class _BulkStatement:
@@ -397,7 +371,7 @@ class Repository:
                 f"unsupported database {dialect.name!r}: use SQLite or PostgreSQL"
             ) from None
         self.dialect_name = dialect.name
-        runs, stats, moments, outcomes = t.runs, t.clip_stats, t.clip_term_moments, t.outcomes
+        runs, outcomes = t.runs, t.outcomes
         run_id = bindparam("run_id", type_=Integer)
         # UPDATE statements may not reuse a column name as a bind name
         target_run = bindparam("b_run_id", type_=Integer)
@@ -424,38 +398,37 @@ class Repository:
             .values({name: bindparam(name) for name in _POLICY_COLUMNS})
         )
 
-        counter_columns = [stats.c.clip_id, *(stats.c[c] for c in _COUNTER_COLUMNS)]
-        counter_columns += [stats.c[c] for c in _SET_COLUMNS]
-        self._select_counters_all = (
-            select(*counter_columns).where(stats.c.run_id == run_id).order_by(stats.c.clip_id)
+        self._select_clip_state = select(t.clip_state.c.data).where(t.clip_state.c.run_id == run_id)
+        self._update_clip_state = (
+            update(t.clip_state)
+            .where(t.clip_state.c.run_id == target_run)
+            .values(data=bindparam("data"))
         )
-        self._select_counters_in = (
-            select(*counter_columns)
-            .where(stats.c.run_id == run_id, stats.c.clip_id.in_(bindparam("ids", expanding=True)))
-            .order_by(stats.c.clip_id)
+        deltas = t.clip_deltas
+        self._insert_delta = deltas.insert()
+        self._select_deltas = (
+            select(deltas.c.id, deltas.c.learner_id, deltas.c.data)
+            .where(deltas.c.run_id == run_id)
+            .order_by(deltas.c.id)
         )
-        upsert = insert(stats)
-        self._upsert_counters = _BulkStatement(
-            upsert.on_conflict_do_update(
-                index_elements=[stats.c.run_id, stats.c.clip_id],
-                set_={
-                    **{c: stats.c[c] + upsert.excluded[c] for c in _COUNTER_COLUMNS},
-                    **{c: upsert.excluded[c] for c in _SET_COLUMNS},
-                },
-            ),
-            dialect,
+        counts = t.learner_clip_counts
+        self._select_learner_counts = select(counts.c.learner_id, counts.c.data).where(
+            counts.c.run_id == run_id
+        )
+        counts_upsert = insert(counts)
+        self._upsert_learner_counts = counts_upsert.on_conflict_do_update(
+            index_elements=[counts.c.run_id, counts.c.learner_id],
+            set_={"data": counts_upsert.excluded.data},
         )
 
-        outcome_insert = insert(outcomes)
-        self._insert_outcomes = outcome_insert.on_conflict_do_nothing(
-            index_elements=[outcomes.c.run_id, outcomes.c.episode_id]
-        ).returning(outcomes.c.episode_id)
+        # a plain INSERT: the caller has read which ids are stored, under the run lock
+        self._insert_outcomes = _BulkStatement(outcomes.insert(), dialect)
         self._select_hashes = select(outcomes.c.episode_id, outcomes.c.payload_hash).where(
             outcomes.c.run_id == run_id,
             outcomes.c.episode_id.in_(bindparam("ids", expanding=True)),
         )
 
-        learners, learner_clips = t.learners, t.learner_clips
+        learners = t.learners
         learner_upsert = insert(learners)
         self._upsert_learner = learner_upsert.on_conflict_do_update(
             index_elements=[learners.c.run_id, learners.c.learner_id],
@@ -464,21 +437,6 @@ class Repository:
                 "steps": learners.c.steps + learner_upsert.excluded.steps,
                 "last_seen": learner_upsert.excluded.last_seen,
             },
-        )
-        learner_clip_upsert = insert(learner_clips)
-        self._upsert_learner_clips = _BulkStatement(
-            learner_clip_upsert.on_conflict_do_update(
-                index_elements=[
-                    learner_clips.c.run_id,
-                    learner_clips.c.learner_id,
-                    learner_clips.c.clip_id,
-                ],
-                set_={
-                    "episodes": learner_clips.c.episodes + learner_clip_upsert.excluded.episodes,
-                    "steps": learner_clips.c.steps + learner_clip_upsert.excluded.steps,
-                },
-            ),
-            dialect,
         )
         self._select_learners = (
             select(
@@ -491,44 +449,14 @@ class Repository:
             .where(learners.c.run_id == run_id)
             .order_by(learners.c.learner_id)
         )
-        self._select_learner_clips = select(
-            learner_clips.c.learner_id,
-            learner_clips.c.clip_id,
-            learner_clips.c.episodes,
-            learner_clips.c.steps,
-        ).where(learner_clips.c.run_id == run_id)
-
         self._add_totals = (
             update(runs)
             .where(runs.c.id == target_run)
             .values(
                 total_episodes=runs.c.total_episodes + bindparam("d_episodes"),
                 total_steps=runs.c.total_steps + bindparam("d_steps"),
+                pending_deltas=runs.c.pending_deltas + 1,
             )
-        )
-
-        moment_columns = (
-            moments.c.clip_id,
-            moments.c.term,
-            moments.c["count"],
-            moments.c.mean,
-            moments.c.m2,
-        )
-        self._select_moments_in = select(*moment_columns).where(
-            moments.c.run_id == run_id, moments.c.clip_id.in_(bindparam("ids", expanding=True))
-        )
-        self._select_moments_all = select(*moment_columns).where(moments.c.run_id == run_id)
-        moment_upsert = insert(moments)
-        self._upsert_moments = _BulkStatement(
-            moment_upsert.on_conflict_do_update(
-                index_elements=[moments.c.run_id, moments.c.clip_id, moments.c.term],
-                set_={
-                    "count": moment_upsert.excluded["count"],
-                    "mean": moment_upsert.excluded.mean,
-                    "m2": moment_upsert.excluded.m2,
-                },
-            ),
-            dialect,
         )
 
     # ----- runs --------------------------------------------------------------------------
@@ -558,6 +486,7 @@ class Repository:
                 total_steps=0,
                 interval_index=0,
                 updates=0,
+                pending_deltas=0,
             )
             .returning(t.runs.c.id)
         ).scalar_one()
@@ -574,10 +503,10 @@ class Repository:
                 for clip in clips
             ],
         )
-        zero = dict.fromkeys((*_COUNTER_COLUMNS, *_SET_COLUMNS), 0)
         conn.execute(
-            t.clip_stats.insert(),
-            [{"run_id": run_id, "clip_id": clip.id, **zero} for clip in clips],
+            t.clip_state.insert().values(
+                run_id=run_id, data=pack_stats(ClipStats.zeros(len(clips)))
+            )
         )
         conn.execute(t.policies.insert().values(run_id=run_id, **_policy_values(policy)))
         return int(run_id)
@@ -625,7 +554,7 @@ class Repository:
             runs.c.name
         )
         return [
-            (_run_row(row), row[10], int(row[11]), float(row[12])) for row in conn.execute(query)
+            (_run_row(row), row[11], int(row[12]), float(row[13])) for row in conn.execute(query)
         ]
 
     def set_run_fields(self, conn: Connection, run_id: int, **values: Any) -> None:
@@ -633,7 +562,7 @@ class Repository:
         conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
 
     def add_totals(self, conn: Connection, run_id: int, episodes: int, steps: int) -> None:
-        """total_episodes += episodes; total_steps += steps."""
+        """total_episodes += episodes; total_steps += steps; pending_deltas += 1."""
         conn.execute(
             self._add_totals, {"b_run_id": run_id, "d_episodes": episodes, "d_steps": steps}
         )
@@ -668,64 +597,70 @@ class Repository:
         """Overwrite the run's vectors (one row)."""
         conn.execute(self._update_policy, {"b_run_id": run_id, **_policy_values(policy)})
 
-    # ----- per-clip counters -------------------------------------------------------------
+    # ----- per-clip statistics: packed base + deltas ------------------------------------
 
-    def clip_counters(
-        self, conn: Connection, run_id: int, clip_ids: Sequence[int] | None = None
-    ) -> ClipCounters:
-        """Counters of the given clips (all clips when None), ordered by clip id."""
-        if clip_ids is None:
-            rows = conn.execute(self._select_counters_all, {"run_id": run_id}).all()
-        else:
-            rows = []
-            for chunk in _chunks(sorted(clip_ids)):
-                rows += conn.execute(
-                    self._select_counters_in, {"run_id": run_id, "ids": list(chunk)}
-                ).all()
-        (clip, episodes, steps, return_sum, success_sum, ema_s, ema_r, ts_s, ts_f) = _columns(
-            rows, 9
-        )
-        return ClipCounters(
-            clip_ids=clip.astype(np.int64),
-            episodes=episodes.astype(np.int64),
-            steps=steps.astype(np.int64),
-            return_sum=return_sum,
-            success_sum=success_sum,
-            ema_success=ema_s,
-            ema_return=ema_r,
-            ts_successes=ts_s,
-            ts_failures=ts_f,
+    def clip_state(self, conn: Connection, run_id: int) -> ClipStats:
+        """The run's folded base statistics (without the pending deltas)."""
+        data = conn.execute(self._select_clip_state, {"run_id": run_id}).scalar_one()
+        return unpack_stats(bytes(data))
+
+    def write_clip_state(self, conn: Connection, run_id: int, stats: ClipStats) -> None:
+        """Overwrite the run's base statistics (one row)."""
+        conn.execute(self._update_clip_state, {"b_run_id": run_id, "data": pack_stats(stats)})
+
+    def insert_clip_delta(
+        self, conn: Connection, run_id: int, learner_id: str, delta: ClipDelta
+    ) -> None:
+        """Append one batch's delta (call under the run lock: its id fixes the fold order)."""
+        conn.execute(
+            self._insert_delta,
+            {"run_id": run_id, "learner_id": learner_id, "data": pack_delta(delta)},
         )
 
-    def add_clip_counters(self, conn: Connection, run_id: int, delta: ClipCounters) -> None:
-        """Counters += delta (episodes, steps, sums); EMAs and pseudo-counts are set."""
-        columns = {
-            "episodes": delta.episodes,
-            "steps": delta.steps,
-            "return_sum": delta.return_sum,
-            "success_sum": delta.success_sum,
-            "ema_success": delta.ema_success,
-            "ema_return": delta.ema_return,
-            "ts_successes": delta.ts_successes,
-            "ts_failures": delta.ts_failures,
+    def clip_deltas(self, conn: Connection, run_id: int) -> list[tuple[int, str, ClipDelta]]:
+        """The run's pending deltas as (id, learner id, delta), in fold (id) order."""
+        return [
+            (int(delta_id), learner_id, unpack_delta(bytes(data)))
+            for delta_id, learner_id, data in conn.execute(self._select_deltas, {"run_id": run_id})
+        ]
+
+    def delete_clip_deltas(self, conn: Connection, run_id: int, through_id: int) -> None:
+        """Drop the deltas folded into the base (ids <= ``through_id``)."""
+        d = t.clip_deltas
+        conn.execute(d.delete().where(d.c.run_id == run_id, d.c.id <= through_id))
+
+    def learner_clip_counts(
+        self, conn: Connection, run_id: int
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each learner's folded per-clip (episodes, steps) (without the pending deltas)."""
+        return {
+            learner_id: unpack_counts(bytes(data))
+            for learner_id, data in conn.execute(self._select_learner_counts, {"run_id": run_id})
         }
-        lists = {name: values.tolist() for name, values in columns.items()}
-        self._upsert_counters.run(
-            conn,
-            [
-                {"run_id": run_id, "clip_id": clip_id, **{n: v[i] for n, v in lists.items()}}
-                for i, clip_id in enumerate(delta.clip_ids.tolist())
-            ],
+
+    def write_learner_clip_counts(
+        self,
+        conn: Connection,
+        run_id: int,
+        learner_id: str,
+        episodes: np.ndarray,
+        steps: np.ndarray,
+    ) -> None:
+        """Overwrite (or create) a learner's folded per-clip counts."""
+        conn.execute(
+            self._upsert_learner_counts,
+            {"run_id": run_id, "learner_id": learner_id, "data": pack_counts(episodes, steps)},
         )
 
     # ----- outcomes ----------------------------------------------------------------------
 
-    def insert_outcomes(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-        """Insert outcome rows, skipping episode ids already stored; returns the inserted ids."""
-        if not rows:
-            return set()
-        result = conn.execute(self._insert_outcomes, list(rows))
-        return set(result.scalars().all())
+    def insert_outcomes(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert new outcome rows (one driver ``executemany``).
+
+        Call under the run lock with ids that ``outcome_hashes`` did not find: a stored
+        id is then an IntegrityError, never a silently skipped (and miscounted) row.
+        """
+        self._insert_outcomes.run(conn, rows)
 
     def outcome_hashes(
         self, conn: Connection, run_id: int, episode_ids: Sequence[str]
@@ -748,11 +683,8 @@ class Repository:
         episodes: int,
         steps: int,
         now: float,
-        clip_ids: np.ndarray,
-        clip_episodes: np.ndarray,
-        clip_steps: np.ndarray,
     ) -> None:
-        """Add to a learner's counters (creating it on first contact) and its per-clip counts."""
+        """Add to a learner's counters (creating it on first contact)."""
         conn.execute(
             self._upsert_learner,
             {
@@ -764,29 +696,9 @@ class Repository:
                 "last_seen": now,
             },
         )
-        self._upsert_learner_clips.run(
-            conn,
-            [
-                {
-                    "run_id": run_id,
-                    "learner_id": learner_id,
-                    "clip_id": c,
-                    "episodes": e,
-                    "steps": s,
-                }
-                for c, e, s in zip(
-                    clip_ids.tolist(), clip_episodes.tolist(), clip_steps.tolist(), strict=True
-                )
-            ],
-        )
 
     def learners(self, conn: Connection, run_id: int) -> list[LearnerRow]:
-        """Every learner of the run with its per-clip counts, by learner id."""
-        counts: dict[str, dict[int, tuple[int, int]]] = {}
-        for learner_id, clip_id, episodes, steps in conn.execute(
-            self._select_learner_clips, {"run_id": run_id}
-        ):
-            counts.setdefault(learner_id, {})[int(clip_id)] = (int(episodes), int(steps))
+        """Every learner of the run, by learner id."""
         return [
             LearnerRow(
                 learner_id=learner_id,
@@ -794,51 +706,11 @@ class Repository:
                 steps=int(steps),
                 first_seen=float(first_seen),
                 last_seen=float(last_seen),
-                clip_counts=counts.get(learner_id, {}),
             )
             for learner_id, episodes, steps, first_seen, last_seen in conn.execute(
                 self._select_learners, {"run_id": run_id}
             )
         ]
-
-    # ----- normaliser moments ------------------------------------------------------------
-
-    def term_moments(
-        self, conn: Connection, run_id: int, clip_ids: Iterable[int] | None = None
-    ) -> MomentRows:
-        """Stored (clip, term) moments of the given clips (every clip when None)."""
-        if clip_ids is None:
-            return _moment_rows(conn.execute(self._select_moments_all, {"run_id": run_id}).all())
-        rows: list[Any] = []
-        for chunk in _chunks(sorted(set(clip_ids))):
-            rows += conn.execute(
-                self._select_moments_in, {"run_id": run_id, "ids": list(chunk)}
-            ).all()
-        return _moment_rows(rows)
-
-    def write_term_moments(self, conn: Connection, run_id: int, rows: MomentRows) -> None:
-        """Store merged moments (insert new (clip, term) pairs; overwrite existing ones)."""
-        self._upsert_moments.run(
-            conn,
-            [
-                {
-                    "run_id": run_id,
-                    "clip_id": clip_id,
-                    "term": term,
-                    "count": count,
-                    "mean": mean,
-                    "m2": m2,
-                }
-                for clip_id, term, count, mean, m2 in zip(
-                    rows.clip_ids.tolist(),
-                    rows.terms,
-                    rows.count.tolist(),
-                    rows.mean.tolist(),
-                    rows.m2.tolist(),
-                    strict=True,
-                )
-            ],
-        )
 
     # ----- history and audit -------------------------------------------------------------
 
@@ -943,7 +815,7 @@ class Repository:
 
 
 def _run_row(row: Sequence[Any]) -> RunRow:
-    """A ``RunRow`` from the first ten columns of a run query (in ``RunRow`` field order)."""
+    """A ``RunRow`` from the first 11 columns of a run query (in ``RunRow`` field order)."""
     return RunRow(
         id=int(row[0]),
         name=row[1],
@@ -955,17 +827,5 @@ def _run_row(row: Sequence[Any]) -> RunRow:
         total_steps=int(row[7]),
         interval_index=int(row[8]),
         updates=int(row[9]),
-    )
-
-
-def _moment_rows(rows: Sequence[Any]) -> MomentRows:
-    if not rows:
-        return MomentRows(np.zeros(0, np.int64), (), np.zeros(0), np.zeros(0), np.zeros(0))
-    clip_ids, terms, count, mean, m2 = zip(*rows, strict=True)
-    return MomentRows(
-        clip_ids=np.asarray(clip_ids, dtype=np.int64),
-        terms=tuple(terms),
-        count=np.asarray(count, dtype=np.float64),
-        mean=np.asarray(mean, dtype=np.float64),
-        m2=np.asarray(m2, dtype=np.float64),
+        pending_deltas=int(row[10]),
     )

@@ -6,10 +6,16 @@ vectors (targets, probabilities, weights, smoothed usage, where the usage window
 starts, the normaliser snapshot) as little-endian float64/int64 arrays, written whole by
 a controller update or an override, since each is one distribution and changes as one
 (and a 10,000-clip vector then reads and writes in microseconds). ``clips`` names the
-clips; ``clip_stats`` and ``clip_term_moments`` hold the per-clip counters, bandit
-statistics and reward-term moments that every outcome batch updates. ``outcomes`` keeps
-one row per accepted episode for idempotency. ``SCHEMA_VERSION`` is stored in
-``schema_meta``; bump it (and add a migration in ``repository``) with every change here.
+clips. The per-clip counters, bandit statistics and reward-term moments are one packed
+``clip_state`` row per run (the *base*), plus one ``clip_deltas`` row per accepted
+outcome batch since the base was last folded (``algorithms.clip_stats``: deltas
+compose, so a batch writes one row whatever the number of clips it touches); the
+current statistics are the base with the deltas applied in ``id`` order, and a
+controller update (or ``MAX_PENDING_DELTAS`` batches) folds them into the base.
+``learner_clip_counts`` is the same base for each learner's per-clip counts (a delta
+names its learner). ``outcomes`` keeps one row per accepted episode for idempotency.
+``SCHEMA_VERSION`` is stored in ``schema_meta``; bump it (and add a migration in
+``migrations``) with every change here.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the schema below; stored in ``schema_meta`` under ``schema_version``."""
 
 NAME_LENGTH = 200
@@ -61,6 +67,8 @@ runs = Table(
     Column("total_steps", BigInteger, nullable=False),
     Column("interval_index", BigInteger, nullable=False),  # total_steps // every, last handled
     Column("updates", BigInteger, nullable=False),
+    # clip_deltas rows of this run not yet folded into its clip_state (schema v2)
+    Column("pending_deltas", BigInteger, nullable=False, server_default="0"),
 )
 
 clips = Table(
@@ -93,36 +101,24 @@ policies = Table(
     Column("normalizer_m2", LargeBinary, nullable=False),
 )
 
-clip_stats = Table(
-    "clip_stats",
+clip_state = Table(
+    "clip_state",
     metadata,
-    Column("run_id", Integer, primary_key=True),
-    Column("clip_id", Integer, primary_key=True, autoincrement=False),
-    Column("episodes", BigInteger, nullable=False),
-    Column("steps", BigInteger, nullable=False),
-    Column("return_sum", Double, nullable=False),
-    Column("success_sum", Double, nullable=False),
-    Column("ema_success", Double, nullable=False),
-    Column("ema_return", Double, nullable=False),
-    Column("ts_successes", Double, nullable=False),
-    Column("ts_failures", Double, nullable=False),
-    ForeignKeyConstraint(
-        ["run_id", "clip_id"], ["clips.run_id", "clips.clip_id"], ondelete="CASCADE"
-    ),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("data", LargeBinary, nullable=False),  # packing.pack_stats: the folded base
 )
 
-clip_term_moments = Table(
-    "clip_term_moments",
+clip_deltas = Table(
+    "clip_deltas",
     metadata,
-    Column("run_id", Integer, primary_key=True),
-    Column("clip_id", Integer, primary_key=True, autoincrement=False),
-    Column("term", String(NAME_LENGTH), primary_key=True),
-    Column("count", Double, nullable=False),
-    Column("mean", Double, nullable=False),
-    Column("m2", Double, nullable=False),
-    ForeignKeyConstraint(
-        ["run_id", "clip_id"], ["clips.run_id", "clips.clip_id"], ondelete="CASCADE"
+    # the fold order: assigned under the run lock, so it is the order batches committed
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("learner_id", String(NAME_LENGTH), nullable=False),
+    Column("data", LargeBinary, nullable=False),  # packing.pack_delta: one outcome batch
+    Index("ix_clip_deltas_run", "run_id", "id"),
 )
 
 learners = Table(
@@ -136,14 +132,12 @@ learners = Table(
     Column("last_seen", Double, nullable=False),
 )
 
-learner_clips = Table(
-    "learner_clips",
+learner_clip_counts = Table(
+    "learner_clip_counts",
     metadata,
     Column("run_id", Integer, primary_key=True),
     Column("learner_id", String(NAME_LENGTH), primary_key=True),
-    Column("clip_id", Integer, primary_key=True, autoincrement=False),
-    Column("episodes", BigInteger, nullable=False),
-    Column("steps", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),  # packing.pack_counts: folded base
     ForeignKeyConstraint(
         ["run_id", "learner_id"], ["learners.run_id", "learners.learner_id"], ondelete="CASCADE"
     ),

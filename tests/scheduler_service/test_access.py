@@ -156,3 +156,14 @@ async def test_every_route_has_a_summary_on_the_openapi_page(sqlite_url: str) ->
     operations = [op for path in spec["paths"].values() for op in path.values()]
     assert len(operations) >= 13
     assert all(op.get("description") for op in operations)
+
+
+def test_an_empty_token_from_the_environment_means_no_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # docker compose passes ${CLIPSCHED_WRITE_TOKEN:-}: an unset token arrives as ""
+    monkeypatch.setenv("CLIPSCHED_WRITE_TOKEN", "")
+    monkeypatch.setenv("CLIPSCHED_READ_TOKEN", "")
+    settings = Settings()
+    assert settings.write_token is None and settings.read_token is None
+    assert not settings.auth_enabled

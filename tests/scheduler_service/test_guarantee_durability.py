@@ -29,7 +29,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from scheduler_service.algorithms.clip_stats import fold
 from scheduler_service.store.engine import create_store_engine
+from scheduler_service.store.repository import Repository
 from tests.guarantee_support import record_guarantee
 from tests.service_processes import Process, base_env, free_port, wait_healthy
 
@@ -171,17 +173,26 @@ def stored_state(db_path: Path) -> dict[str, Any]:
         rows = db.execute(
             "SELECT episode_id, clip_id, steps FROM outcomes WHERE run_id = ?", (run_id,)
         ).fetchall()
-        clip_stats = {
-            clip: (episodes, steps)
-            for clip, episodes, steps in db.execute(
-                "SELECT clip_id, episodes, steps FROM clip_stats WHERE run_id = ?", (run_id,)
-            )
-        }
         learner_episodes, learner_steps = db.execute(
             "SELECT COALESCE(SUM(episodes), 0), COALESCE(SUM(steps), 0) FROM learners "
             "WHERE run_id = ?",
             (run_id,),
         ).fetchone()
+    # per-clip counters: the packed base with the pending deltas folded in, as stored
+    engine = create_store_engine(f"sqlite:///{db_path}")
+    try:
+        repo = Repository(engine.dialect)
+        with engine.connect() as conn:
+            stats = fold(
+                repo.clip_state(conn, run_id),
+                [delta for _, _, delta in repo.clip_deltas(conn, run_id)],
+            )
+    finally:
+        engine.dispose()
+    clip_stats = {
+        clip: (int(episodes), int(steps))
+        for clip, (episodes, steps) in enumerate(zip(stats.episodes, stats.steps, strict=True))
+    }
     return {
         "integrity": integrity,
         "total_episodes": total_episodes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text, update
 
@@ -82,3 +83,31 @@ def test_the_schema_is_created_once_and_reopened(database_url: str) -> None:
         assert int(version) == tables.SCHEMA_VERSION
     finally:
         engine.dispose()
+
+
+def test_packed_statistics_and_deltas_round_trip_exactly() -> None:
+    from scheduler_service.algorithms.clip_stats import ClipStats, apply_delta, batch_delta
+    from scheduler_service.algorithms.normalizers import Moments
+    from scheduler_service.store.packing import pack_delta, pack_stats, unpack_delta, unpack_stats
+
+    delta = batch_delta(
+        [3, 1, 3],
+        [10, 20, 30],
+        [1.5, -2.0, 0.1],
+        [1.0, 0.0, 1.0],
+        ema_alpha=0.1,
+        thompson_gamma=0.99,
+        term_clip_ids=[3, 1],
+        term_names=["root", "pose"],
+        term_moments=Moments(np.array([10.0, 20.0]), np.array([0.5, 0.25]), np.array([1.0, 2.0])),
+    )
+    stats = apply_delta(ClipStats.zeros(5), delta)
+    again = unpack_stats(pack_stats(stats))
+    assert again.terms == stats.terms == ("pose", "root")
+    for name in ("episodes", "steps", "ema_success", "ema_return", "ts_successes"):
+        assert np.array_equal(getattr(again, name), getattr(stats, name))
+    assert np.array_equal(again.moments.m2, stats.moments.m2)
+    same = unpack_delta(pack_delta(delta))
+    assert np.array_equal(same.clip_ids, delta.clip_ids)
+    assert np.array_equal(same.ema_return.first, delta.ema_return.first)
+    assert np.array_equal(apply_delta(stats, same).ema_return, apply_delta(stats, delta).ema_return)
