@@ -131,6 +131,11 @@ class RunConfig:
         """Clip names in id order (computed once per config)."""
         return tuple(c.name for c in self.clips)
 
+    @functools.cached_property
+    def clip_index(self) -> Mapping[str, int]:
+        """Clip id by name (computed once per config; read by every outcome batch)."""
+        return {c.name: c.id for c in self.clips}
+
 
 # --------------------------------------------------------------------------------------
 # State
@@ -259,7 +264,7 @@ class AuditRow:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TermMoments:
     """Moments of one reward term over one episode: count, mean, m2 (sum of squared deviations)."""
 

@@ -1035,7 +1035,7 @@ def _prepare_batch(
     config: RunConfig, learner_id: str, outcomes: Sequence[OutcomeRecord]
 ) -> _PreparedBatch:
     """Resolve clips and ids of a whole batch; any bad item rejects it (nothing stored)."""
-    index = {clip.name: clip.id for clip in config.clips}
+    index = config.clip_index
     k = len(config.clips)
     errors: list[FieldError] = []
     clip_ids: list[int] = []

@@ -495,8 +495,7 @@ class OutcomeIn(Model):
             episode_return=self.episode_return,
             success=self.success,
             reward_terms={
-                name: TermMoments(count=m.count, mean=m.mean, m2=m.m2)
-                for name, m in self.reward_terms.items()
+                name: TermMoments(m.count, m.mean, m.m2) for name, m in self.reward_terms.items()
             },
         )
 
