@@ -22,7 +22,11 @@ Contenders:
 - ours with the HTTP scheduler: the same defaults, but clips come from (and outcomes go
   to) a real ``clipsched serve`` process on loopback running the design-note preset,
   through ``SchedulerClipSource`` — the scheduler's cost against in-process static
-  sampling.
+  sampling;
+- ours with the other ``update_threads`` setting (1: one core throughout; 2: the update
+  runs the actor's and the critic's passes on two threads at once, torch single-threaded
+  on each; the rollout always uses one), and SB3 (defaults) with 2 torch threads during
+  its ``train()``: the second core, idle while the update runs, is offered to both.
 """
 
 from __future__ import annotations
@@ -178,8 +182,13 @@ def sb3_matched_kwargs(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def bench_sb3(config: TrainConfig, steps: int, ppo_kwargs: dict[str, Any]) -> float:
-    """Env steps/s of SB3 PPO on a DummyVecEnv of the single-env wrapper, after a warm-up."""
+def bench_sb3(
+    config: TrainConfig, steps: int, ppo_kwargs: dict[str, Any], update_threads: int = 1
+) -> float:
+    """Env steps/s of SB3 PPO on a DummyVecEnv of the single-env wrapper, after a warm-up.
+
+    ``update_threads`` torch threads during SB3's ``train()`` (its update), one otherwise.
+    """
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -193,6 +202,17 @@ def bench_sb3(config: TrainConfig, steps: int, ppo_kwargs: dict[str, Any]) -> fl
         verbose=0,
         **ppo_kwargs,
     )
+    if update_threads != 1:
+        sb3_train = model.train
+
+        def train_with_threads() -> None:
+            torch.set_num_threads(update_threads)
+            try:
+                sb3_train()
+            finally:
+                torch.set_num_threads(1)
+
+        model.train = train_with_threads  # type: ignore[method-assign]
     try:
         model.learn(total_timesteps=config.batch_size)  # warm-up: one rollout + update
         started_steps, started = model.num_timesteps, time.perf_counter()
@@ -209,6 +229,8 @@ SB3_ENV = "SB3 env only (DummyVecEnv of 1-env wrappers, random actions)"
 SB3_DEFAULTS = "SB3 defaults (64x64 tanh, minibatch 64, 10 epochs)"
 SB3_MATCHED = "SB3 with our net, minibatch and epochs (256x256 ReLU, 512, 5)"
 OURS_HTTP = "ours, defaults, clips from the HTTP scheduler (design-note preset)"
+OURS_OTHER_THREADS = "ours, defaults but update_threads={n}"
+SB3_THREADS = "SB3 defaults, 2 torch threads in its update"
 COMPARISONS = (
     (OURS, SB3_MATCHED, "ours / SB3, same net, minibatch, epochs"),
     (OURS, SB3_DEFAULTS, "ours (defaults) / SB3 (defaults)"),
@@ -217,6 +239,17 @@ COMPARISONS = (
     (OURS_SMALL, CEILING, "ours (64x64 net) / env-only ceiling"),
     (OURS_HTTP, OURS, "ours with the HTTP scheduler / ours with in-process static sampling"),
 )
+
+
+def thread_comparisons(default_threads: int) -> tuple[tuple[str, str, str], ...]:
+    """Ratios involving the other ``update_threads`` setting and SB3 with 2 threads."""
+    n = 3 - default_threads
+    other = OURS_OTHER_THREADS.format(n=n)
+    return (
+        (OURS, SB3_THREADS, "ours (defaults) / SB3 (defaults, 2 threads in its update)"),
+        (other, CEILING, f"ours (update_threads={n}) / env-only ceiling"),
+        (OURS, other, f"ours (update_threads={default_threads}) / ours (update_threads={n})"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         contenders[SB3_DEFAULTS] = lambda: bench_sb3(config, args.steps, {})
         contenders[SB3_MATCHED] = lambda: bench_sb3(config, args.steps, sb3_matched_kwargs(config))
 
+    other_threads = 3 - config.update_threads
+    other = config.with_overrides(update_threads=other_threads, run_name="bench-threads")
+    contenders[OURS_OTHER_THREADS.format(n=other_threads)] = lambda: bench_ours(other, args.steps)
+    if not args.no_sb3:
+        contenders[SB3_THREADS] = lambda: bench_sb3(config, args.steps, {}, update_threads=2)
+    comparisons = (*COMPARISONS, *thread_comparisons(config.update_threads))
     results: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     with stack:
@@ -281,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"PPO training throughput, env `{args.env}`, {args.num_envs} envs x "
         f"{args.rollout_steps} steps per rollout (same for SB3), {args.steps} timed steps x "
-        f"{args.rounds} interleaved rounds, torch threads 1, "
+        f"{args.rounds} interleaved rounds, torch threads 1 (unless a row says otherwise; "
+        f"our default update_threads={config.update_threads}), "
         f"{platform.processor() or platform.machine()}",
         "",
         "| contender | env steps/s (median) | runs | / env-only ceiling |",
@@ -295,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(f'{r:,.0f}' for r in runs)} | {share:.2f} |"
         )
     lines += ["", "| ratio (median of per-round ratios) | value |", "| --- | ---: |"]
-    for top, bottom, label in COMPARISONS:
+    for top, bottom, label in comparisons:
         if top in results and bottom in results:
             ratios = [a / b for a, b in zip(results[top], results[bottom], strict=True)]
             lines.append(f"| {label} | {statistics.median(ratios):.2f}x |")

@@ -141,14 +141,24 @@ def per_clip_grad_norms(clip_losses: Tensor, present: Tensor, parameters: list[T
     One backward pass per present clip, through the last shared layers only (GradNorm
     measures there), so the cost is a few small matrix products per clip.
     """
-    norms = torch.full_like(clip_losses.detach(), float("nan"))
+    return per_clip_grad_squares(clip_losses, present, parameters).sqrt()
+
+
+def per_clip_grad_squares(clip_losses: Tensor, present: Tensor, parameters: list[Tensor]) -> Tensor:
+    """g_i^2 = || d L_i / d theta ||_2^2 for each present clip; NaN if absent.
+
+    Squares add over disjoint parameter sets: with L_i = A_i + C_i where A_i depends only
+    on theta_A and C_i only on theta_C, g_i^2 over (theta_A, theta_C) is the sum of the
+    two parts' squares, so the actor's and the critic's share can be measured apart.
+    """
+    squares = torch.full_like(clip_losses.detach(), float("nan"))
     for i in torch.nonzero(present, as_tuple=False).flatten().tolist():
         grads = torch.autograd.grad(
             clip_losses[i], parameters, retain_graph=True, allow_unused=True
         )
-        squares = [g.pow(2).sum() for g in grads if g is not None]
-        norms[i] = torch.stack(squares).sum().sqrt() if squares else 0.0
-    return norms
+        per_tensor = [g.pow(2).sum() for g in grads if g is not None]
+        squares[i] = torch.stack(per_tensor).sum() if per_tensor else 0.0
+    return squares
 
 
 def gaussian_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:

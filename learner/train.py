@@ -11,6 +11,7 @@ anchoring of design note §7.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -23,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -43,6 +44,13 @@ EnvFactory = Callable[[TrainConfig, NextClip], VecMultiClipEnv]
 """Builds the batched env for a config; ``next_clip`` must be passed to the env."""
 
 CHECKPOINT_FORMAT = 1
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+
+ADAM_IMPLEMENTATION: dict[str, Any] = {"fused": True, "foreach": None}
+"""Adam's CPU kernel: ``fused`` is one C++ loop over all parameters (the same update rule
+as the ``foreach`` kernel, ~15 ms less per ~250 ms PPO update on this CPU)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -265,6 +273,50 @@ class Batch:
     def size(self) -> int:
         """Number of samples."""
         return int(self.obs.shape[0])
+
+    def shuffled(self, order: Tensor) -> Batch:
+        """The samples in ``order``: one gather per tensor, so minibatches are slices (views)."""
+
+        def take(x: Tensor) -> Tensor:
+            return x.index_select(0, order)
+
+        experts = self.experts
+        if experts is not None:
+            experts = ExpertTargets(
+                take(experts.mean), take(experts.log_std), take(experts.has_expert)
+            )
+        return Batch(
+            obs=take(self.obs),
+            actions=take(self.actions),
+            log_probs=take(self.log_probs),
+            advantages=take(self.advantages),
+            returns=take(self.returns),
+            values=take(self.values),
+            clip_ids=take(self.clip_ids),
+            reward_weights=self.reward_weights,
+            experts=experts,
+        )
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Samples start..stop as views (no copies)."""
+        experts = self.experts
+        if experts is not None:
+            experts = ExpertTargets(
+                experts.mean[start:stop],
+                experts.log_std[start:stop],
+                experts.has_expert[start:stop],
+            )
+        return Batch(
+            obs=self.obs[start:stop],
+            actions=self.actions[start:stop],
+            log_probs=self.log_probs[start:stop],
+            advantages=self.advantages[start:stop],
+            returns=self.returns[start:stop],
+            values=self.values[start:stop],
+            clip_ids=self.clip_ids[start:stop],
+            reward_weights=self.reward_weights,
+            experts=experts,
+        )
 
 
 @dataclass
@@ -526,7 +578,7 @@ class Learner:
         torch.manual_seed(config.seed)
         self.model = ActorCritic(self.model_config)
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.learning_rate, eps=1e-5, foreach=True
+            self.model.parameters(), lr=config.learning_rate, eps=1e-5, **ADAM_IMPLEMENTATION
         )
         self.obs_norm = RunningObsNormalizer(env.obs_dim) if config.obs_norm else None
         self.return_scaler = (
@@ -551,6 +603,13 @@ class Learner:
             else {}
         )
         self.generator = torch.Generator().manual_seed(config.seed)
+        self._update_pool = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ppo-critic")
+            if config.update_threads > 1
+            else None
+        )
+        """Runs the critic's half of each minibatch step next to the actor's (see
+        ``_minibatch_step``); torch stays single-threaded on each of the two threads."""
         self.clip_stats = ClipStats(self.num_clips, config.usage_window)
         self.session = uuid.uuid4().hex[:12]
         self.global_step = 0
@@ -590,6 +649,7 @@ class Learner:
         from torch.utils.tensorboard import SummaryWriter
 
         learner = cls(config, env, source, tracker, None)
+        stack.callback(learner.close)
         client = getattr(source, "client", None)
         if callable(getattr(client, "run_state", None)):
             learner.run_state = RunStateWatcher(
@@ -638,6 +698,11 @@ class Learner:
         self._session_start_step = self.global_step
         self._started = time.perf_counter()
 
+    def close(self) -> None:
+        """Stop the update thread (if any)."""
+        if self._update_pool is not None:
+            self._update_pool.shutdown(wait=True)
+
     def result(self) -> TrainResult:
         """Summary of the run so far."""
         return TrainResult(
@@ -674,12 +739,14 @@ class Learner:
         chunk = self._shaping_chunk(n)
         terms: list[np.ndarray] = []
         raw = self._raw_obs
+        action_mean = self.model.frozen_actor()  # the weights are fixed within a rollout
         for t in range(t_len):
             obs = self._normalize(raw)
             clip_ids = torch.from_numpy(self.tracker.current)
-            mean = self.model.action_mean(torch.from_numpy(obs), clip_ids, weights_t)
+            mean = action_mean(torch.from_numpy(obs), clip_ids, weights_t)
             np.add(mean.numpy(), std_noise[t], out=ro.actions[t])
-            step = env.step(np.clip(ro.actions[t], -1.0, 1.0))
+            # the env sees clip(a, -1, 1) (a fresh array: it may keep it); the rollout keeps a
+            step = env.step(np.minimum(np.maximum(ro.actions[t], -1.0), 1.0))
             self.tracker.on_step(step)
             ro.obs[t], ro.raw_obs[t], ro.clip_ids[t] = obs, raw, step.clip_ids
             ro.terminated[t], ro.truncated[t] = step.terminated, step.truncated
@@ -814,11 +881,12 @@ class Learner:
         kl_count = np.zeros(k)
         steps = 0
         for epoch in range(c.update_epochs):
-            order = torch.randperm(batch.size, generator=self.generator)
+            # one gather per tensor and epoch; each minibatch is then a slice (a view)
+            shuffled = batch.shuffled(torch.randperm(batch.size, generator=self.generator))
             for start in range(0, batch.size, c.minibatch_size):
-                rows = order[start : start + c.minibatch_size]
                 measure = c.gradnorm or (epoch == c.update_epochs - 1 and start == 0)
-                out = self._minibatch_step(batch, rows, measure)
+                minibatch = shuffled.slice(start, start + c.minibatch_size)
+                out = self._minibatch_step(minibatch, measure)
                 steps += 1
                 for key, value in out["scalars"].items():
                     sums[key] = sums.get(key, 0.0) + value
@@ -845,39 +913,71 @@ class Learner:
         self.last_stats = stats
         return stats
 
-    def _minibatch_step(self, batch: Batch, rows: Tensor, measure: bool) -> dict[str, Any]:
-        """One gradient step: per-sample losses -> per-clip means -> weighted sum -> Adam."""
+    def _in_parallel(self, first: Callable[[], _A], second: Callable[[], _B]) -> tuple[_A, _B]:
+        """``first()`` on this thread and ``second()`` on the update thread at the same time.
+
+        With ``update_threads`` 1 (no update thread) they run one after the other.
+        """
+        if self._update_pool is None:
+            return first(), second()
+        future = self._update_pool.submit(second)
+        try:
+            result = first()
+        except BaseException:
+            concurrent.futures.wait([future])  # never leave it running into the next step
+            raise
+        return result, future.result()
+
+    def _minibatch_step(self, mb: Batch, measure: bool) -> dict[str, Any]:
+        """One gradient step: per-sample losses -> per-clip means -> weighted sum -> Adam.
+
+        The loss L = sum_i w_i (P_i + beta KL_i + c_v V_i) - c_H H + floor penalty is the sum
+        of an actor loss (P, KL, entropy terms: actor parameters only) and a critic loss
+        (c_v sum_i w_i V_i: critic parameters only). Their parameter sets are disjoint, so
+        backpropagating the two separately gives exactly the gradients of L, and with
+        ``update_threads`` 2 the actor's and the critic's forward and backward passes run
+        on two cores at once. The per-clip weights w_i need both halves' per-clip losses
+        (GradNorm) and are computed in between.
+        """
         c, k, model = self.config, self.num_clips, self.model
-        clip_ids = batch.clip_ids[rows]
-        mean = model.action_mean(batch.obs[rows], clip_ids, batch.reward_weights)
-        new_log_prob = model.log_prob(mean, batch.actions[rows])
-        old_log_prob = batch.log_probs[rows]
-        policy = ppo.clipped_policy_loss(
-            new_log_prob, old_log_prob, batch.advantages[rows], c.clip_coef
-        )
-        values = model.value(batch.obs[rows], clip_ids)
-        old_values = batch.values[rows] if c.clip_value_loss else None
-        value = ppo.value_loss(values, batch.returns[rows], old_values, c.clip_coef)
-        per_sample = policy + c.value_coef * value
-        kl_sum, kl_count = np.zeros(k), np.zeros(k)
-        kl_mean = float("nan")
-        if batch.experts is not None:
-            has = batch.experts.has_expert[rows]
-            kl = ppo.kl_to_experts(
-                batch.experts.mean[rows], batch.experts.log_std[rows], mean, model.log_std, has
-            )
-            per_sample = per_sample + c.kl_beta * kl
-            kl_on = kl.detach()[has]
-            kl_sum = np.bincount(clip_ids[has].numpy(), kl_on.numpy(), minlength=k).astype(float)
-            kl_count = np.bincount(clip_ids[has].numpy(), minlength=k).astype(np.float64)
-            kl_mean = float(kl_on.mean()) if kl_on.numel() else float("nan")
-        clip_losses, counts = ppo.per_clip_mean(per_sample, clip_ids, k)
+        obs, clip_ids = mb.obs, mb.clip_ids
+        counts = torch.bincount(clip_ids, minlength=k).to(torch.float32)  # n_i
         present = counts > 0
-        grad_norms = (
-            ppo.per_clip_grad_norms(clip_losses, present, model.balance_parameters())
-            if measure
-            else None
-        )
+        self.optimizer.zero_grad(set_to_none=True)
+
+        def actor_forward() -> dict[str, Any]:
+            mean = model.action_mean(obs, clip_ids, mb.reward_weights)
+            new_log_prob = model.log_prob(mean, mb.actions)
+            policy = ppo.clipped_policy_loss(new_log_prob, mb.log_probs, mb.advantages, c.clip_coef)
+            per_sample, kl = policy, None
+            if mb.experts is not None:
+                kl = ppo.kl_to_experts(
+                    mb.experts.mean, mb.experts.log_std, mean, model.log_std, mb.experts.has_expert
+                )
+                per_sample = per_sample + c.kl_beta * kl
+            clip_losses, _ = ppo.per_clip_mean(per_sample, clip_ids, k)
+            squares = None
+            if measure:
+                params = model.actor.output_weights()
+                squares = ppo.per_clip_grad_squares(clip_losses, present, params)
+            return {"log_prob": new_log_prob, "policy": policy, "kl": kl,
+                    "clip_losses": clip_losses, "squares": squares}  # fmt: skip
+
+        def critic_forward() -> dict[str, Any]:
+            values = model.value(obs, clip_ids)
+            old_values = mb.values if c.clip_value_loss else None
+            value = ppo.value_loss(values, mb.returns, old_values, c.clip_coef)
+            clip_losses, _ = ppo.per_clip_mean(c.value_coef * value, clip_ids, k)
+            squares = None
+            if measure:
+                params = [model.critic_backbone.last.weight]
+                squares = ppo.per_clip_grad_squares(clip_losses, present, params)
+            return {"value": value, "clip_losses": clip_losses, "squares": squares}
+
+        actor, critic = self._in_parallel(actor_forward, critic_forward)
+        grad_norms = None
+        if measure:  # g_i over model.balance_parameters() (the actor's and the critic's share)
+            grad_norms = (actor["squares"] + critic["squares"]).sqrt()
         alpha = torch.zeros(k)
         if c.gradnorm and grad_norms is not None:
             # L = (1/K') sum_i alpha_i L_i over the K' clips present in the minibatch
@@ -885,32 +985,49 @@ class Learner:
             weights = alpha / present.sum()
         else:
             weights = counts / counts.sum()  # sum_i (n_i / B) L_i == the plain sample mean
-        loss = (weights * clip_losses).sum()
         entropy = model.entropy_per_dim()
-        loss = loss - c.entropy_coef * entropy
         penalty = torch.zeros(())
         h_min = self._entropy_floor()
-        if h_min is not None:
-            penalty = ppo.entropy_floor_penalty(entropy, h_min, c.entropy_floor_coef)
-            loss = loss + penalty
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+
+        def actor_backward() -> None:
+            nonlocal penalty
+            loss = (weights * actor["clip_losses"]).sum() - c.entropy_coef * entropy
+            if h_min is not None:
+                penalty = ppo.entropy_floor_penalty(entropy, h_min, c.entropy_floor_coef)
+                loss = loss + penalty
+            loss.backward()
+
+        def critic_backward() -> None:
+            (weights * critic["clip_losses"]).sum().backward()
+
+        self._in_parallel(actor_backward, critic_backward)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), c.max_grad_norm, foreach=True
+        )
         self.optimizer.step()
+        kl_sum, kl_count = np.zeros(k), np.zeros(k)
+        kl_mean = float("nan")
         with torch.no_grad():
-            log_ratio = new_log_prob - old_log_prob
+            log_ratio = actor["log_prob"] - mb.log_probs
             approx_kl = float(((log_ratio.exp() - 1.0) - log_ratio).mean())
             clipfrac = float(((log_ratio.exp() - 1.0).abs() > c.clip_coef).float().mean())
+            if actor["kl"] is not None and mb.experts is not None:
+                has = mb.experts.has_expert
+                kl_on = actor["kl"][has]
+                ids = clip_ids[has].numpy()
+                kl_sum = np.bincount(ids, kl_on.numpy(), minlength=k).astype(np.float64)
+                kl_count = np.bincount(ids, minlength=k).astype(np.float64)
+                kl_mean = float(kl_on.mean()) if kl_on.numel() else float("nan")
         scalars = {
-            "policy_loss": float(policy.detach().mean()),
-            "value_loss": float(value.detach().mean()),
+            "policy_loss": float(actor["policy"].detach().mean()),
+            "value_loss": float(critic["value"].detach().mean()),
             "entropy": float(entropy.detach()),
             "entropy_penalty": float(penalty.detach()),
             "approx_kl": approx_kl,
             "clipfrac": clipfrac,
             "grad_norm": float(grad_norm),
         }
-        if batch.experts is not None:
+        if mb.experts is not None:
             scalars["kl_experts"] = kl_mean
         return {
             "scalars": scalars,
@@ -1047,6 +1164,8 @@ class Learner:
             raise ValueError(f"{path}: model {saved_model} does not match {self.model_config}")
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        for group in self.optimizer.param_groups:  # a loaded state keeps its saver's kernel
+            group.update(ADAM_IMPLEMENTATION)
         if self.obs_norm is not None and saved["obs_norm"] is not None:
             self.obs_norm.load_state_dict(saved["obs_norm"])
         if self.return_scaler is not None and saved.get("return_scaler") is not None:

@@ -124,3 +124,41 @@ def test_balance_parameters_are_the_last_shared_layers() -> None:
 def test_model_config_round_trips_through_plain_data() -> None:
     config = ModelConfig(obs_dim=3, action_dim=2, num_clips=5, hidden=(8, 4), moe_experts=2)
     assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_in_place_activations_give_the_out_of_place_values_and_gradients() -> None:
+    from learner.models import ACTIVATIONS, MLP
+
+    for activation in ("relu", "tanh", "elu"):
+        torch.manual_seed(0)
+        net = MLP(OBS, (16, 8), ACT, activation=activation)
+        x = torch.randn(5, OBS)
+        net(x).pow(2).sum().backward()
+        in_place = [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
+        net.zero_grad()
+        h = x
+        for i, layer in enumerate(net.layers):
+            h = torch.nn.functional.linear(h, layer.weight, layer.bias)
+            h = ACTIVATIONS[activation](h) if i < 2 else h
+        h.pow(2).sum().backward()
+        torch.testing.assert_close(h, net(x))
+        for got, want in zip(in_place, net.parameters(), strict=True):
+            torch.testing.assert_close(got, want.grad)
+
+
+def test_frozen_actor_matches_action_mean_and_ignores_later_updates() -> None:
+    model = make()
+    obs, ids = torch.randn(7, OBS), torch.randint(0, CLIPS, (7,))
+    weights = torch.full((CLIPS,), 1.0 / CLIPS)
+    frozen = model.frozen_actor()
+    with torch.no_grad():
+        before = frozen(obs, ids, weights)
+        torch.testing.assert_close(before, model.action_mean(obs, ids, weights))
+        for p in model.parameters():
+            p.add_(1.0)
+        torch.testing.assert_close(frozen(obs, ids, weights), before, rtol=0.0, atol=0.0)
+    moe = make(moe_experts=2)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            moe.frozen_actor()(obs, ids, weights), moe.action_mean(obs, ids, weights)
+        )

@@ -215,3 +215,21 @@ def test_ppo_maths_imports_no_service_stack() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_per_clip_grad_squares_add_over_disjoint_parameter_sets() -> None:
+    # L_i = A_i(a) + C_i(c): g_i^2 over (a, c) = g_i^2 over a + g_i^2 over c
+    torch.manual_seed(0)
+    a = torch.randn(3, requires_grad=True)
+    c = torch.randn(3, requires_grad=True)
+    x = torch.randn(10, 3)
+    clip_ids = torch.tensor([0, 0, 1, 1, 1, 3, 3, 0, 1, 3])
+    actor_losses, counts = ppo.per_clip_mean((x @ a).sin(), clip_ids, num_clips=4)
+    critic_losses, _ = ppo.per_clip_mean((x @ c) ** 2, clip_ids, num_clips=4)
+    present = counts > 0
+    split = ppo.per_clip_grad_squares(actor_losses, present, [a]) + ppo.per_clip_grad_squares(
+        critic_losses, present, [c]
+    )
+    whole = ppo.per_clip_grad_norms(actor_losses + critic_losses, present, [a, c])
+    torch.testing.assert_close(split[present].sqrt(), whole[present])
+    assert bool(split[~present].isnan().all()) and bool(whole[~present].isnan().all())

@@ -263,3 +263,47 @@ def test_dump_config_prints_the_effective_config(
     path = tmp_path / "dumped.json"
     path.write_text(json.dumps(dumped))
     assert load_config(path) == TrainConfig(moe_experts=3)
+
+
+def test_update_threads_2_gives_the_same_training_as_one_thread(tmp_path: Path) -> None:
+    # actor and critic halves of the loss touch disjoint parameters: the split (and the
+    # parallel) backward must give the same gradients, hence the same parameters
+    results = []
+    for threads in (1, 2):
+        config = tiny_config(
+            tmp_path / str(threads), update_threads=threads, gradnorm=True, resume=False
+        )
+        results.append(train(config, env_factory=fake_env))
+    for (name, one), (_, two) in zip(
+        results[0].model.state_dict().items(), results[1].model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(one, two, msg=name)
+    assert np.isfinite(results[1].last_stats.clip_grad_norms).any()
+
+
+def test_update_threads_must_be_1_or_2() -> None:
+    with pytest.raises(ValueError, match="update_threads"):
+        TrainConfig(update_threads=3)
+
+
+def test_shuffled_minibatch_slices_are_the_rows_of_the_permutation() -> None:
+    from learner.train import Batch
+
+    g = torch.Generator().manual_seed(0)
+    n = 10
+    batch = Batch(
+        obs=torch.randn(n, 3, generator=g),
+        actions=torch.randn(n, 2, generator=g),
+        log_probs=torch.randn(n, generator=g),
+        advantages=torch.randn(n, generator=g),
+        returns=torch.randn(n, generator=g),
+        values=torch.randn(n, generator=g),
+        clip_ids=torch.randint(0, 3, (n,), generator=g),
+        reward_weights=torch.ones(3),
+    )
+    order = torch.randperm(n, generator=g)
+    part = batch.shuffled(order).slice(4, 8)
+    rows = order[4:8]
+    for name in ("obs", "actions", "log_probs", "advantages", "returns", "values", "clip_ids"):
+        assert torch.equal(getattr(part, name), getattr(batch, name)[rows]), name
+    assert part.size == 4
