@@ -418,39 +418,13 @@ def load_experts(
 @contextlib.contextmanager
 def embedded_scheduler(db_path: str) -> Iterator[str]:
     """Run a scheduler (SQLite file ``db_path``) on a loopback port in a thread; yield its URL."""
-    import socket
-
-    import uvicorn
-
-    from scheduler_service.api.app import create_app
     from scheduler_service.config import Settings
+    from scheduler_service.server import serve_in_thread
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     settings = Settings(database_url=f"sqlite:///{Path(db_path).resolve()}")
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, name="embedded-scheduler", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30.0
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("embedded scheduler did not start")
-        time.sleep(0.02)
-    logger.info("embedded scheduler on http://127.0.0.1:%d (%s)", port, db_path)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10.0)
+    with serve_in_thread(settings) as url:
+        logger.info("embedded scheduler on %s (%s)", url, db_path)
+        yield url
 
 
 def open_clip_source(
