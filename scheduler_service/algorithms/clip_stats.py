@@ -266,6 +266,9 @@ def _apply(stats: ClipStats, delta: ClipDelta, *, copy: bool) -> ClipStats:
     # J <- d J + c for clips seen before, J <- c_first for clips first seen in the delta
     for values, part in ((ema_success, delta.ema_success), (ema_return, delta.ema_return)):
         values[i] = np.where(seen, values[i] * part.decay + part.carry, 0.0 + part.first)
+    # successes lie in [0, 1] and so does their EMA, but d J + c can round an ulp past 1
+    # (the UCB/Thompson steps reject a signal above 1)
+    ema_success[i] = np.clip(ema_success[i], 0.0, 1.0)
     # S <- g^n S + sum_j g^(n - j) s_j (and F alike)
     ts_successes[i] = ts_successes[i] * delta.ts_decay + delta.ts_successes
     ts_failures[i] = ts_failures[i] * delta.ts_decay + delta.ts_failures

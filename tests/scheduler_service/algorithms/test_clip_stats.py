@@ -194,6 +194,7 @@ def test_applying_a_batch_delta_repeats_the_per_batch_rules_bit_for_bit(
         success = np.array([o.success for o in batch])
         returns = np.array([o.episode_return for o in batch])
         ema_s, _ = ema_update(ema_s, count, ids, success, alpha)
+        ema_s = np.clip(ema_s, 0.0, 1.0)  # the store keeps J^ of successes within [0, 1]
         ema_r, count = ema_update(ema_r, count, ids, returns, alpha)
         ts_s, ts_f = discounted_counts(ts_s, ts_f, ids, success, gamma)
         stats = apply_delta(stats, delta_of(batch, alpha, gamma))
@@ -219,3 +220,22 @@ def test_fold_does_not_mutate_its_input() -> None:
     base = ClipStats.zeros(K)
     fold(base, [delta_of([Outcome(2, 3, 1.0, 1.0, (("pose", 3.0, 1.0, 0.5),))], 0.1, 0.9)] * 2)
     assert base.episodes.sum() == 0 and base.terms == () and base.moments.count.shape == (K, 0)
+
+
+def test_the_success_moving_average_never_leaves_0_1_by_rounding() -> None:
+    # all-success batches: mathematically J^ stays exactly 1; d J + c may round past it
+    rng = np.random.default_rng(3)
+    stats = ClipStats.zeros(2)
+    for _ in range(300):
+        n = int(rng.integers(1, 20))
+        ids = rng.integers(0, 2, n)
+        delta = batch_delta(
+            ids,
+            np.ones(n),
+            np.zeros(n),
+            np.ones(n),
+            ema_alpha=float(rng.uniform(0.001, 0.5)),
+            thompson_gamma=0.99,
+        )
+        stats = apply_delta(stats, delta)
+        assert np.all(stats.ema_success <= 1.0) and np.all(stats.ema_success >= 0.0)
