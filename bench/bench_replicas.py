@@ -24,7 +24,6 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,10 +35,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import orjson
+from loadgen import free_port, outcome_batches, raw_get_load
 
 CLIPS = [f"clip{i}" for i in range(8)]
-TERMS = ("pose", "velocity", "end_effector", "root")
 RUN = "bench"
 
 
@@ -53,13 +51,6 @@ class Row:
     next_clips_req_s: float
     next_clips_p99_ms: float
     next_clips_errors: int
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -142,30 +133,6 @@ def create_run(url: str) -> None:
     httpx.post(f"{url}/runs", json=body, timeout=30.0).raise_for_status()
 
 
-def outcome_batches(count: int, size: int, tag: str) -> list[bytes]:
-    """Pre-serialised outcome batches with fresh episode ids."""
-    rng = np.random.default_rng(0)
-    batches = []
-    for b in range(count):
-        outcomes = []
-        for i in range(size):
-            steps = int(rng.integers(20, 300))
-            outcomes.append(
-                {
-                    "episode_id": f"{tag}-{b}-{i}",
-                    "clip": int(rng.integers(len(CLIPS))),
-                    "steps": steps,
-                    "return": float(rng.normal(50, 10)),
-                    "success": float(rng.random() < 0.7),
-                    "reward_terms": {
-                        t: {"count": steps, "mean": float(rng.random()), "m2": 1.0} for t in TERMS
-                    },
-                }
-            )
-        batches.append(orjson.dumps({"learner_id": tag, "outcomes": outcomes}))
-    return batches
-
-
 async def ingest(urls: list[str], batches: list[bytes], concurrency: int) -> tuple[float, int]:
     """Rows/s and 5xx count; worker i posts to replica i mod R."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -198,45 +165,17 @@ async def ingest(urls: list[str], batches: list[bytes], concurrency: int) -> tup
 
 async def next_clips(urls: list[str], concurrency: int, seconds: float) -> tuple[float, float, int]:
     """Requests/s, p99 ms and 5xx count of keep-alive GETs; connection i to replica i mod R."""
-    latencies: list[float] = []
-    errors = 0
-
-    async def worker(url: str, stop: float, record: bool) -> None:
-        nonlocal errors
-        host, port = url.removeprefix("http://").split(":")
-        request = (
-            f"GET /runs/{RUN}/next-clips?n=1&learner_id=bench&known_version=1 HTTP/1.1\r\n"
-            f"Host: {host}\r\n\r\n"
-        ).encode()
-        reader, writer = await asyncio.open_connection(host, int(port))
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
-            if record:
-                latencies.append((time.perf_counter() - t0) * 1e3)
-                errors += head[9:10] == b"5"
-        writer.close()
-
-    targets = [urls[i % len(urls)] for i in range(concurrency)]
-    await asyncio.gather(*(worker(u, time.perf_counter() + 0.5, False) for u in targets))
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(u, start + seconds, True) for u in targets))
-    elapsed = time.perf_counter() - start
-    return len(latencies) / elapsed, float(np.percentile(latencies, 99)), errors
+    path = f"/runs/{RUN}/next-clips?n=1&learner_id=bench&known_version=1"
+    load = await raw_get_load(urls, path, concurrency, seconds)
+    p99 = float(np.percentile(load.latencies_ms, 99))
+    return len(load.latencies_ms) / load.seconds, p99, load.errors
 
 
 def measure(setup: str, urls: list[str], args: argparse.Namespace) -> Row:
     """Create the run, then next-clips at 16 and ingestion at 4."""
     create_run(urls[0])
     req_s, p99, clip_errors = asyncio.run(next_clips(urls, 16, args.seconds))
-    batches = outcome_batches(args.batches, 256, f"bench-{len(urls)}")
+    batches = outcome_batches(len(CLIPS), args.batches, 256, f"bench-{len(urls)}")
     rows_s, ingest_errors = asyncio.run(ingest(urls, batches, 4))
     return Row(setup, rows_s, ingest_errors, req_s, p99, clip_errors)
 

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,17 +33,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
+from loadgen import free_port, outcome_batches, raw_get_load
 
 SERVER = (
     "import sys; from scheduler_service.config import Settings; "
     "from scheduler_service.server import serve; "
     "serve(Settings(database_url=sys.argv[1], port=int(sys.argv[2]), log_level='WARNING'))"
 )
-TERMS = ("pose", "velocity", "end_effector", "root")
 
 
 @dataclass
@@ -80,13 +78,6 @@ class Row:
             rows,
             f"{self.errors} / {self.locked}",
         ]
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -174,61 +165,11 @@ async def _next_clips_concurrent(url: str, run: str, clips: int, seconds: float)
 
 async def _next_clips_raw(url: str, run: str, clips: int, concurrency: int, seconds: float) -> Row:
     """Keep-alive HTTP/1.1 GETs on raw asyncio streams (a load generator that costs little)."""
-    row = Row("next-clips n=1", "raw", clips, concurrency)
-    host, port = url.removeprefix("http://").split(":")
-    request = (
-        f"GET /runs/{run}/next-clips?n=1&learner_id=bench&known_version=1 HTTP/1.1\r\n"
-        f"Host: {host}\r\n\r\n"
-    ).encode()
-
-    async def worker(stop: float, record: bool) -> None:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
-            if record:
-                row.latencies_ms.append((time.perf_counter() - t0) * 1e3)
-                row.errors += head[9:10] == b"5"
-        writer.close()
-
-    await asyncio.gather(*(worker(time.perf_counter() + 0.5, False) for _ in range(concurrency)))
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
-    row.seconds = time.perf_counter() - start
+    path = f"/runs/{run}/next-clips?n=1&learner_id=bench&known_version=1"
+    load = await raw_get_load([url], path, concurrency, seconds)
+    row = Row("next-clips n=1", "raw", clips, concurrency, latencies_ms=load.latencies_ms)
+    row.errors, row.seconds = load.errors, load.seconds
     return row
-
-
-def outcome_batches(clips: int, count: int, size: int, tag: str, terms: bool) -> list[bytes]:
-    """Pre-serialised outcome batches (fresh episode ids)."""
-    import orjson
-
-    rng = np.random.default_rng(0)
-    batches = []
-    for b in range(count):
-        outcomes = []
-        for i in range(size):
-            item: dict[str, Any] = {
-                "episode_id": f"{tag}-{b}-{i}",
-                "clip": int(rng.integers(clips)),
-                "steps": int(rng.integers(20, 300)),
-                "return": float(rng.normal(50, 10)),
-                "success": float(rng.random() < 0.7),
-            }
-            if terms:
-                item["reward_terms"] = {
-                    t: {"count": item["steps"], "mean": float(rng.random()), "m2": 1.0}
-                    for t in TERMS
-                }
-            outcomes.append(item)
-        batches.append(orjson.dumps({"learner_id": tag, "outcomes": outcomes}))
-    return batches
 
 
 async def _ingest(url: str, run: str, clips: int, concurrency: int, batches: list[bytes]) -> Row:
