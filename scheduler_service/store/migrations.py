@@ -14,6 +14,7 @@ dropped tables are kept below (``V1_TABLES``) to read them, and for the migratio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -112,18 +113,7 @@ def v1_clip_stats(conn: Connection, run_id: int, num_clips: int) -> ClipStats:
     for clip_id, term, count, mean, m2 in rows:
         i, j = int(clip_id), column[term]
         moments.count[i, j], moments.mean[i, j], moments.m2[i, j] = count, mean, m2
-    return ClipStats(
-        episodes=stats.episodes,
-        steps=stats.steps,
-        return_sum=stats.return_sum,
-        success_sum=stats.success_sum,
-        ema_success=stats.ema_success,
-        ema_return=stats.ema_return,
-        ts_successes=stats.ts_successes,
-        ts_failures=stats.ts_failures,
-        terms=terms,
-        moments=moments,
-    )
+    return dataclasses.replace(stats, terms=terms, moments=moments)
 
 
 def v1_learner_clip_counts(

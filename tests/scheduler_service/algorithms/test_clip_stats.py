@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,18 +105,7 @@ def reference(outcomes: list[Outcome], alpha: float, gamma: float) -> ClipStats:
     for (i, name), (count, mean, m2) in moments.items():
         j = terms.index(name)
         dense.count[i, j], dense.mean[i, j], dense.m2[i, j] = count, mean, m2
-    return ClipStats(
-        episodes=stats.episodes,
-        steps=stats.steps,
-        return_sum=stats.return_sum,
-        success_sum=stats.success_sum,
-        ema_success=stats.ema_success,
-        ema_return=stats.ema_return,
-        ts_successes=stats.ts_successes,
-        ts_failures=stats.ts_failures,
-        terms=terms,
-        moments=dense,
-    )
+    return dataclasses.replace(stats, terms=terms, moments=dense)
 
 
 def assert_stats_close(a: ClipStats, b: ClipStats) -> None:
