@@ -23,10 +23,10 @@ Contenders:
   to) a real ``clipsched serve`` process on loopback running the design-note preset,
   through ``SchedulerClipSource`` — the scheduler's cost against in-process static
   sampling;
-- ours with the other ``update_threads`` setting (1: one core throughout; 2: the update
-  runs the actor's and the critic's passes on two threads at once, torch single-threaded
-  on each; the rollout always uses one), and SB3 (defaults) with 2 torch threads during
-  its ``train()``: the second core, idle while the update runs, is offered to both.
+- ours with the other ``update_threads`` setting (2, the default: the critic's epochs of
+  each update run on a second thread beside the actor's epochs and the next rollout;
+  1: everything on one thread), and SB3 (defaults) with 2 torch threads during its
+  ``train()``: the second core, idle while the update runs, is offered to both.
 """
 
 from __future__ import annotations

@@ -56,6 +56,61 @@ class ModelConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), per torch.
+
+    Elsewhere bfloat16 products are emulated and slower than float32.
+    """
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+class _LowPrecisionGradLinear(torch.autograd.Function):
+    """y = x W^T + b in float32; the backward's two products in a lower precision.
+
+    Backward: dL/dx = g W and dL/dW = g^T x, with g = dL/dy, x and W cast to ``dtype``
+    (bfloat16: float32's exponent, 8 significant bits; the products accumulate in
+    float32 and round once), and dL/db = sum_rows g in float32. The forward pass, hence
+    every loss, probability ratio and value, is exact float32; only the gradient
+    carries a relative error of ~2^-9 per element, far below a minibatch's sampling
+    noise, and Adam's per-parameter scaling does not see a uniform scale error at all.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.dtype = dtype  # type: ignore[attr-defined]
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor, Tensor, None]:
+        x, weight = ctx.saved_tensors  # type: ignore[attr-defined]
+        dtype = ctx.dtype  # type: ignore[attr-defined]
+        low = grad.to(dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(low, weight.to(dtype)).to(grad.dtype)
+        grad_weight = torch.mm(low.t(), x.to(dtype)).to(grad.dtype)
+        return grad_x, grad_weight, grad.sum(0), None
+
+
+def linear(x: Tensor, layer: nn.Linear, grad_dtype: torch.dtype = torch.float32) -> Tensor:
+    """``layer(x)`` for a (B, in) batch; with ``grad_dtype`` below float32 and autograd
+    recording, the backward products run in that precision (``_LowPrecisionGradLinear``)."""
+    if grad_dtype == torch.float32 or not torch.is_grad_enabled() or x.dim() != 2:
+        return nn.functional.linear(x, layer.weight, layer.bias)
+    return _LowPrecisionGradLinear.apply(x, layer.weight, layer.bias, grad_dtype)  # type: ignore[no-any-return]
+
+
 def _layer(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
     """A linear layer with orthogonal weights of the given gain and zero bias."""
     layer = nn.Linear(in_dim, out_dim)
@@ -106,11 +161,13 @@ class MLP(nn.Module):
         self.activation = INPLACE_ACTIVATIONS[activation]
         self._activated = len(hidden)
         """How many leading layers are followed by the activation."""
+        self.grad_dtype = torch.float32
+        """Precision of the backward products (see :func:`linear`); set by the trainer."""
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the layers."""
         for i, layer in enumerate(self.layers):
-            x = nn.functional.linear(x, layer.weight, layer.bias)
+            x = linear(x, layer, self.grad_dtype)  # type: ignore[arg-type]
             if i < self._activated:
                 x = self.activation(x)  # in place on the fresh linear output
         return x
@@ -207,6 +264,19 @@ class ActorCritic(nn.Module):
         self.critic_backbone = MLP(config.obs_dim, config.hidden, None, 1.0, config.activation)
         heads = config.num_clips if config.per_clip_value_heads else 1
         self.value_heads = _layer(config.hidden[-1], heads, 1.0)
+        self.grad_dtype = torch.float32
+        """Precision of the backward products of every layer (:meth:`set_grad_dtype`)."""
+
+    def set_grad_dtype(self, dtype: torch.dtype) -> None:
+        """Run every linear layer's backward products in ``dtype`` (the forward stays float32).
+
+        bfloat16 roughly halves the update's matrix products on a CPU that multiplies it
+        natively (:func:`native_bfloat16`); a training-time setting, not saved with the model.
+        """
+        self.grad_dtype = dtype
+        for module in self.modules():
+            if isinstance(module, MLP):
+                module.grad_dtype = dtype
 
     def action_mean(self, obs: Tensor, clip_ids: Tensor, reward_weights: Tensor) -> Tensor:
         """Mean of pi(.|s, i) for (B, obs_dim) obs, (B,) clip ids and (K,) or (B, K) weights."""
@@ -226,8 +296,7 @@ class ActorCritic(nn.Module):
 
     def all_values(self, obs: Tensor) -> Tensor:
         """(B, heads) every value head's estimate."""
-        heads = self.value_heads
-        return nn.functional.linear(self.critic_backbone.forward(obs), heads.weight, heads.bias)
+        return linear(self.critic_backbone.forward(obs), self.value_heads, self.grad_dtype)
 
     def value(self, obs: Tensor, clip_ids: Tensor) -> Tensor:
         """(B,) V_{c}(s): the head of each sample's clip (or the single head)."""
@@ -277,6 +346,14 @@ class ActorCritic(nn.Module):
     def entropy_per_dim(self) -> Tensor:
         """Policy entropy per action dimension (state independent)."""
         return gaussian_entropy_per_dim(self.log_std)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """What the actor loss trains: the actor (experts and gate) and the log std."""
+        return [*self.actor.parameters(), self.log_std]
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """What the value loss trains: the critic backbone and the value heads."""
+        return [*self.critic_backbone.parameters(), *self.value_heads.parameters()]
 
     def balance_parameters(self) -> list[Tensor]:
         """Last shared layers, where GradNorm measures per-clip gradient norms (§4)."""

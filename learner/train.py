@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from learner import ppo
 from learner.clip_source import ActorConfig, ClipSource, Outcome, StaticClipSource
 from learner.config import TrainConfig
 from learner.envs.base import EpisodeEnd, NextClip, VecMultiClipEnv, VecStep
-from learner.models import ActorCritic, ModelConfig
+from learner.models import ActorCritic, ModelConfig, native_bfloat16
 from learner.normalization import ReturnScaler, RunningObsNormalizer
 from learner.reward_shaping import RewardShaper, ShapingSettings
 
@@ -43,10 +43,9 @@ logger = logging.getLogger(__name__)
 EnvFactory = Callable[[TrainConfig, NextClip], VecMultiClipEnv]
 """Builds the batched env for a config; ``next_clip`` must be passed to the env."""
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""2: one Adam state for the actor and one for the critic; 1 had one over the whole model."""
 
-_A = TypeVar("_A")
-_B = TypeVar("_B")
 
 ADAM_IMPLEMENTATION: dict[str, Any] = {"fused": True, "foreach": None}
 """Adam's CPU kernel: ``fused`` is one C++ loop over all parameters (the same update rule
@@ -330,12 +329,23 @@ class UpdateStats:
     approx_kl: float = 0.0
     clipfrac: float = 0.0
     grad_norm: float = 0.0
+    """The actor's gradient norm before clipping."""
+    critic_grad_norm: float = float("nan")
     kl_experts: float = float("nan")
     explained_variance: float = float("nan")
     clip_grad_norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     clip_loss_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
     clip_kl_experts: np.ndarray = field(default_factory=lambda: np.zeros(0))
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CriticStats:
+    """What the critic's epochs of one update measured (means over its minibatches)."""
+
+    value_loss: float
+    grad_norm: float
+    seconds: float
 
 
 @dataclass
@@ -521,6 +531,13 @@ class _LazySource:
 # --------------------------------------------------------------------------------------
 
 
+def backward_dtype(precision: str) -> torch.dtype:
+    """The dtype of the update's backward products for ``TrainConfig.backward_precision``."""
+    if precision == "auto":
+        return torch.bfloat16 if native_bfloat16() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
+
+
 class Learner:
     """Holds the env, clip source, model and optimiser; each loop stage is a method."""
 
@@ -551,8 +568,15 @@ class Learner:
         )
         torch.manual_seed(config.seed)
         self.model = ActorCritic(self.model_config)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.learning_rate, eps=1e-5, **ADAM_IMPLEMENTATION
+        self.model.set_grad_dtype(backward_dtype(config.backward_precision))
+        # Adam is per parameter: two optimisers step exactly as one would over both sets
+        self.actor_params = self.model.actor_parameters()
+        self.critic_params = self.model.critic_parameters()
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor_params, lr=config.learning_rate, eps=1e-5, **ADAM_IMPLEMENTATION
+        )
+        self.critic_optimizer = torch.optim.Adam(
+            self.critic_params, lr=config.learning_rate, eps=1e-5, **ADAM_IMPLEMENTATION
         )
         self.obs_norm = RunningObsNormalizer(env.obs_dim) if config.obs_norm else None
         self.return_scaler = (
@@ -577,13 +601,15 @@ class Learner:
             else {}
         )
         self.generator = torch.Generator().manual_seed(config.seed)
-        self._update_pool = (
+        self._critic_pool = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ppo-critic")
             if config.update_threads > 1
             else None
         )
-        """Runs the critic's half of each minibatch step next to the actor's (see
-        ``_minibatch_step``); torch stays single-threaded on each of the two threads."""
+        """Runs the critic's epochs beside the actor's and the next rollout (see ``update``);
+        torch stays single-threaded on each of the two threads."""
+        self._critic_future: concurrent.futures.Future[CriticStats] | None = None
+        self._critic_pending: tuple[int, UpdateStats] | None = None
         self.clip_stats = ClipStats(self.num_clips, config.usage_window)
         self.session = uuid.uuid4().hex[:12]
         self.global_step = 0
@@ -673,12 +699,16 @@ class Learner:
         self._started = time.perf_counter()
 
     def close(self) -> None:
-        """Stop the update thread (if any)."""
-        if self._update_pool is not None:
-            self._update_pool.shutdown(wait=True)
+        """Finish the critic's last epochs and stop the update thread (if any)."""
+        if self._critic_pool is not None:
+            try:
+                self._finish_critic()
+            finally:
+                self._critic_pool.shutdown(wait=True)
 
     def result(self) -> TrainResult:
         """Summary of the run so far."""
+        self._finish_critic()
         return TrainResult(
             model=self.model,
             obs_norm=self.obs_norm,
@@ -780,6 +810,7 @@ class Learner:
     @torch.no_grad()
     def advantages(self, ro: Rollout) -> Batch:
         """Values, bootstrap (V(final_obs) on truncation, 0 on a fall), GAE, normalisation."""
+        self._finish_critic()  # the values come from the critic after its last update
         t_len, n = ro.rewards.shape
         obs = torch.from_numpy(ro.obs).reshape(t_len * n, -1)
         clip_ids = torch.from_numpy(ro.clip_ids)
@@ -844,157 +875,156 @@ class Learner:
         return c.entropy_floor
 
     def update(self, batch: Batch) -> UpdateStats:
-        """PPO epochs over shuffled minibatches with the per-clip loss weighting."""
+        """PPO epochs over shuffled minibatches: the actor's here, the critic's beside them.
+
+        The loss L = sum_i w_i (P_i + beta KL_i) - c_H H + floor penalty + c_v sum_i w_i V_i
+        splits into an actor loss (P, KL, entropy terms) and a critic loss (V) with
+        disjoint parameters, each with its own Adam and gradient-norm clip, so the two
+        sequences of minibatch steps depend only on the batch and on the minibatch order
+        (drawn here, once, for both). With ``update_threads`` 2 the critic's epochs run on
+        a second thread while the actor's run here and while the next rollout is collected
+        (acting needs only the actor); :meth:`advantages` waits for them before it
+        evaluates the critic. With 1 they run here after the actor's. Same numbers either
+        way; the critic's scalars are logged at this update's step when they are done.
+        """
         started = time.perf_counter()
-        c, k = self.config, self.num_clips
+        self._finish_critic()
+        c = self.config
+        # one gather per tensor and epoch; each minibatch is then a slice (a view)
+        epochs = [
+            batch.shuffled(torch.randperm(batch.size, generator=self.generator))
+            for _ in range(c.update_epochs)
+        ]
+        stats = self._actor_epochs(batch, epochs)
+        self.update_index += 1
+        self.last_stats = stats
+        pending = (self.global_step, stats)
+        if self._critic_pool is not None:
+            self._critic_future = self._critic_pool.submit(self._critic_epochs, epochs)
+            self._critic_pending = pending
+        else:
+            self._record_critic(pending, self._critic_epochs(epochs))
+        stats.seconds = time.perf_counter() - started
+        return stats
+
+    def _finish_critic(self) -> None:
+        """Wait for the critic's epochs running on the update thread (if any), and log them."""
+        future, pending = self._critic_future, self._critic_pending
+        if future is None or pending is None:
+            return
+        self._critic_future = self._critic_pending = None
+        self._record_critic(pending, future.result())
+
+    def _record_critic(self, pending: tuple[int, UpdateStats], critic: CriticStats) -> None:
+        """Put the critic's results into its update's stats and TensorBoard (at its step)."""
+        step, stats = pending
+        stats.value_loss, stats.critic_grad_norm = critic.value_loss, critic.grad_norm
+        self.writer.add_scalar("losses/value_loss", critic.value_loss, step)
+        self.writer.add_scalar("losses/critic_grad_norm", critic.grad_norm, step)
+
+    def _clip_weights(self, counts: Tensor, squares: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(w, alpha): per-clip loss weights of one minibatch for one of the two losses.
+
+        Plain: w_i = n_i / B, so sum_i w_i L_i is the sample mean. GradNorm (§4, from that
+        loss's per-clip gradient norms g_i at its last shared layer): alpha_i = g_bar /
+        (g_i + eps) over the K' clips present, w_i = alpha_i / K'. alpha is 0 when unused.
+        """
+        c, present = self.config, counts > 0
+        if c.gradnorm and squares is not None:
+            alpha = ppo.gradnorm_weights(squares.sqrt(), c.gradnorm_eps, present)
+            return alpha / present.sum(), alpha
+        return counts / counts.sum(), torch.zeros(self.num_clips)
+
+    def _minibatches(self, epochs: list[Batch]) -> Iterator[tuple[Batch, bool]]:
+        """Every minibatch of every epoch, and whether per-clip gradient norms are measured
+        on it (each one with GradNorm, else the first of the last epoch, for the logs)."""
+        c = self.config
+        for index, shuffled in enumerate(epochs):
+            for start in range(0, shuffled.size, c.minibatch_size):
+                measure = c.gradnorm or (index == len(epochs) - 1 and start == 0)
+                yield shuffled.slice(start, start + c.minibatch_size), measure
+
+    def _actor_epochs(self, batch: Batch, epochs: list[Batch]) -> UpdateStats:
+        """The actor's minibatch steps; means of their scalars and per-clip measures."""
+        k = self.num_clips
         sums: dict[str, float] = {}
-        grad_norm_sum = np.zeros(k)
-        grad_norm_count = np.zeros(k)
-        weight_sum = np.zeros(k)
-        kl_sum = np.zeros(k)
-        kl_count = np.zeros(k)
+        grad_norm_sum, grad_norm_count = np.zeros(k), np.zeros(k)
+        weight_sum, kl_sum, kl_count = np.zeros(k), np.zeros(k), np.zeros(k)
         steps = 0
-        for epoch in range(c.update_epochs):
-            # one gather per tensor and epoch; each minibatch is then a slice (a view)
-            shuffled = batch.shuffled(torch.randperm(batch.size, generator=self.generator))
-            for start in range(0, batch.size, c.minibatch_size):
-                measure = c.gradnorm or (epoch == c.update_epochs - 1 and start == 0)
-                minibatch = shuffled.slice(start, start + c.minibatch_size)
-                out = self._minibatch_step(minibatch, measure)
-                steps += 1
-                for key, value in out["scalars"].items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if out["grad_norms"] is not None:
-                    seen = np.isfinite(out["grad_norms"])
-                    grad_norm_sum[seen] += out["grad_norms"][seen]
-                    grad_norm_count += seen
-                weight_sum += out["weights"]
-                kl_sum += out["kl_sum"]
-                kl_count += out["kl_count"]
+        for minibatch, measure in self._minibatches(epochs):
+            out = self._actor_step(minibatch, measure)
+            steps += 1
+            for key, value in out["scalars"].items():
+                sums[key] = sums.get(key, 0.0) + value
+            if out["grad_norms"] is not None:
+                seen = np.isfinite(out["grad_norms"])
+                grad_norm_sum[seen] += out["grad_norms"][seen]
+                grad_norm_count += seen
+            weight_sum += out["weights"]
+            kl_sum += out["kl_sum"]
+            kl_count += out["kl_count"]
         var_returns = batch.returns.var()
         with np.errstate(invalid="ignore", divide="ignore"):
-            stats = UpdateStats(
+            return UpdateStats(
                 **{key: value / steps for key, value in sums.items()},
+                value_loss=float("nan"),  # filled in when the critic's epochs are done
                 explained_variance=float(
                     1.0 - (batch.returns - batch.values).var() / var_returns
                 ) if var_returns > 0 else float("nan"),
                 clip_grad_norms=grad_norm_sum / grad_norm_count,
                 clip_loss_weights=weight_sum / steps,
                 clip_kl_experts=kl_sum / kl_count,
-                seconds=time.perf_counter() - started,
             )  # fmt: skip
-        self.update_index += 1
-        self.last_stats = stats
-        return stats
 
-    def _in_parallel(self, first: Callable[[], _A], second: Callable[[], _B]) -> tuple[_A, _B]:
-        """``first()`` on this thread and ``second()`` on the update thread at the same time.
+    def _actor_step(self, mb: Batch, measure: bool) -> dict[str, Any]:
+        """One actor step: per-sample losses -> per-clip means -> weighted sum -> Adam.
 
-        With ``update_threads`` 1 (no update thread) they run one after the other.
-        """
-        if self._update_pool is None:
-            return first(), second()
-        future = self._update_pool.submit(second)
-        try:
-            result = first()
-        except BaseException:
-            concurrent.futures.wait([future])  # never leave it running into the next step
-            raise
-        return result, future.result()
-
-    def _minibatch_step(self, mb: Batch, measure: bool) -> dict[str, Any]:
-        """One gradient step: per-sample losses -> per-clip means -> weighted sum -> Adam.
-
-        The loss L = sum_i w_i (P_i + beta KL_i + c_v V_i) - c_H H + floor penalty is the sum
-        of an actor loss (P, KL, entropy terms: actor parameters only) and a critic loss
-        (c_v sum_i w_i V_i: critic parameters only). Their parameter sets are disjoint, so
-        backpropagating the two separately gives exactly the gradients of L, and with
-        ``update_threads`` 2 the actor's and the critic's forward and backward passes run
-        on two cores at once. The per-clip weights w_i need both halves' per-clip losses
-        (GradNorm) and are computed in between.
+        L_actor = sum_i w_i (P_i + beta KL_i) - c_H H + c_floor max(0, h_min - H).
         """
         c, k, model = self.config, self.num_clips, self.model
-        obs, clip_ids = mb.obs, mb.clip_ids
+        clip_ids = mb.clip_ids
         counts = torch.bincount(clip_ids, minlength=k).to(torch.float32)  # n_i
-        present = counts > 0
-        self.optimizer.zero_grad(set_to_none=True)
-
-        def actor_forward() -> dict[str, Any]:
-            mean = model.action_mean(obs, clip_ids, mb.reward_weights)
-            new_log_prob = model.log_prob(mean, mb.actions)
-            policy = ppo.clipped_policy_loss(new_log_prob, mb.log_probs, mb.advantages, c.clip_coef)
-            per_sample, kl = policy, None
-            if mb.experts is not None:
-                kl = ppo.kl_to_experts(
-                    mb.experts.mean, mb.experts.log_std, mean, model.log_std, mb.experts.has_expert
-                )
-                per_sample = per_sample + c.kl_beta * kl
-            clip_losses, _ = ppo.per_clip_mean(per_sample, clip_ids, k)
-            squares = None
-            if measure:
-                params = model.actor.output_weights()
-                squares = ppo.per_clip_grad_squares(clip_losses, present, params)
-            return {"log_prob": new_log_prob, "policy": policy, "kl": kl,
-                    "clip_losses": clip_losses, "squares": squares}  # fmt: skip
-
-        def critic_forward() -> dict[str, Any]:
-            values = model.value(obs, clip_ids)
-            old_values = mb.values if c.clip_value_loss else None
-            value = ppo.value_loss(values, mb.returns, old_values, c.clip_coef)
-            clip_losses, _ = ppo.per_clip_mean(c.value_coef * value, clip_ids, k)
-            squares = None
-            if measure:
-                params = [model.critic_backbone.last.weight]
-                squares = ppo.per_clip_grad_squares(clip_losses, present, params)
-            return {"value": value, "clip_losses": clip_losses, "squares": squares}
-
-        actor, critic = self._in_parallel(actor_forward, critic_forward)
-        grad_norms = None
-        if measure:  # g_i over model.balance_parameters() (the actor's and the critic's share)
-            grad_norms = (actor["squares"] + critic["squares"]).sqrt()
-        alpha = torch.zeros(k)
-        if c.gradnorm and grad_norms is not None:
-            # L = (1/K') sum_i alpha_i L_i over the K' clips present in the minibatch
-            alpha = ppo.gradnorm_weights(grad_norms, c.gradnorm_eps, present)
-            weights = alpha / present.sum()
-        else:
-            weights = counts / counts.sum()  # sum_i (n_i / B) L_i == the plain sample mean
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        mean = model.action_mean(mb.obs, clip_ids, mb.reward_weights)
+        log_prob = model.log_prob(mean, mb.actions)
+        policy = ppo.clipped_policy_loss(log_prob, mb.log_probs, mb.advantages, c.clip_coef)
+        per_sample, kl = policy, None
+        if mb.experts is not None:
+            kl = ppo.kl_to_experts(
+                mb.experts.mean, mb.experts.log_std, mean, model.log_std, mb.experts.has_expert
+            )
+            per_sample = per_sample + c.kl_beta * kl
+        clip_losses, _ = ppo.per_clip_mean(per_sample, clip_ids, k)
+        squares = None
+        if measure:
+            params = model.actor.output_weights()
+            squares = ppo.per_clip_grad_squares(clip_losses, counts > 0, params)
+        weights, alpha = self._clip_weights(counts, squares)
         entropy = model.entropy_per_dim()
+        loss = (weights * clip_losses).sum() - c.entropy_coef * entropy
         penalty = torch.zeros(())
         h_min = self._entropy_floor()
-
-        def actor_backward() -> None:
-            nonlocal penalty
-            loss = (weights * actor["clip_losses"]).sum() - c.entropy_coef * entropy
-            if h_min is not None:
-                penalty = ppo.entropy_floor_penalty(entropy, h_min, c.entropy_floor_coef)
-                loss = loss + penalty
-            loss.backward()
-
-        def critic_backward() -> None:
-            (weights * critic["clip_losses"]).sum().backward()
-
-        self._in_parallel(actor_backward, critic_backward)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), c.max_grad_norm, foreach=True
-        )
-        self.optimizer.step()
+        if h_min is not None:
+            penalty = ppo.entropy_floor_penalty(entropy, h_min, c.entropy_floor_coef)
+            loss = loss + penalty
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor_params, c.max_grad_norm, foreach=True)
+        self.actor_optimizer.step()
         kl_sum, kl_count = np.zeros(k), np.zeros(k)
         kl_mean = float("nan")
         with torch.no_grad():
-            log_ratio = actor["log_prob"] - mb.log_probs
+            log_ratio = log_prob - mb.log_probs
             approx_kl = float(((log_ratio.exp() - 1.0) - log_ratio).mean())
             clipfrac = float(((log_ratio.exp() - 1.0).abs() > c.clip_coef).float().mean())
-            if actor["kl"] is not None and mb.experts is not None:
+            if kl is not None and mb.experts is not None:
                 has = mb.experts.has_expert
-                kl_on = actor["kl"][has]
+                kl_on = kl[has]
                 ids = clip_ids[has].numpy()
                 kl_sum = np.bincount(ids, kl_on.numpy(), minlength=k).astype(np.float64)
                 kl_count = np.bincount(ids, minlength=k).astype(np.float64)
                 kl_mean = float(kl_on.mean()) if kl_on.numel() else float("nan")
         scalars = {
-            "policy_loss": float(actor["policy"].detach().mean()),
-            "value_loss": float(critic["value"].detach().mean()),
+            "policy_loss": float(policy.detach().mean()),
             "entropy": float(entropy.detach()),
             "entropy_penalty": float(penalty.detach()),
             "approx_kl": approx_kl,
@@ -1005,11 +1035,42 @@ class Learner:
             scalars["kl_experts"] = kl_mean
         return {
             "scalars": scalars,
-            "grad_norms": None if grad_norms is None else grad_norms.numpy(),
+            "grad_norms": None if squares is None else squares.sqrt().numpy(),
             "weights": alpha.numpy(),
             "kl_sum": kl_sum,
             "kl_count": kl_count,
         }
+
+    def _critic_epochs(self, epochs: list[Batch]) -> CriticStats:
+        """The critic's minibatch steps (on the update thread with ``update_threads`` 2).
+
+        L_critic = c_v sum_i w_i V_i, V the (optionally clipped) squared value error.
+        """
+        started = time.perf_counter()
+        c, k, model = self.config, self.num_clips, self.model
+        loss_sum = norm_sum = 0.0
+        steps = 0
+        for mb, _ in self._minibatches(epochs):
+            counts = torch.bincount(mb.clip_ids, minlength=k).to(torch.float32)
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            values = model.value(mb.obs, mb.clip_ids)
+            old_values = mb.values if c.clip_value_loss else None
+            value = ppo.value_loss(values, mb.returns, old_values, c.clip_coef)
+            clip_losses, _ = ppo.per_clip_mean(c.value_coef * value, mb.clip_ids, k)
+            squares = None
+            if c.gradnorm:
+                params = [model.critic_backbone.last.weight]
+                squares = ppo.per_clip_grad_squares(clip_losses, counts > 0, params)
+            weights, _ = self._clip_weights(counts, squares)
+            (weights * clip_losses).sum().backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.critic_params, c.max_grad_norm, foreach=True
+            )
+            self.critic_optimizer.step()
+            loss_sum += float(value.detach().mean())
+            norm_sum += float(grad_norm)
+            steps += 1
+        return CriticStats(loss_sum / steps, norm_sum / steps, time.perf_counter() - started)
 
     # ----- logging ----------------------------------------------------------------------
 
@@ -1028,8 +1089,9 @@ class Learner:
         sps = (step - self._session_start_step) / max(time.perf_counter() - self._started, 1e-9)
         usage, target = self.clip_stats.usage(), self._target_usage()
         window = self.clip_stats.pop_window()
-        for key in ("policy_loss", "value_loss", "entropy_penalty", "approx_kl", "clipfrac",
-                    "grad_norm", "explained_variance", "kl_experts"):  # fmt: skip
+        # the critic's scalars are written when its epochs finish (_record_critic)
+        for key in ("policy_loss", "entropy_penalty", "approx_kl", "clipfrac", "grad_norm",
+                    "explained_variance", "kl_experts"):  # fmt: skip
             value = getattr(stats, key)
             if np.isfinite(value):
                 w.add_scalar(f"losses/{key}", value, step)
@@ -1103,7 +1165,8 @@ class Learner:
     # ----- checkpoints ------------------------------------------------------------------
 
     def save_checkpoint(self, path: Path | None = None) -> Path:
-        """Model, optimiser, obs normaliser, counters and rng states, written atomically."""
+        """Model, optimisers, obs normaliser, counters and rng states, written atomically."""
+        self._finish_critic()
         path = path or self.config.checkpoint_path
         save_atomic(
             {
@@ -1111,7 +1174,8 @@ class Learner:
                 "config": self.config.to_dict(),
                 "model_config": self.model_config.to_dict(),
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict(),
                 "obs_norm": None if self.obs_norm is None else self.obs_norm.state_dict(),
                 "return_scaler": None
                 if self.return_scaler is None
@@ -1131,15 +1195,21 @@ class Learner:
     def load_checkpoint(self, path: Path) -> None:
         """Resume from a checkpoint written by :meth:`save_checkpoint`."""
         saved = torch.load(path, weights_only=True)
+        if saved.get("format") == 1:
+            saved = checkpoint_v1_to_v2(saved, self.model)
         if saved.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: unknown checkpoint format {saved.get('format')!r}")
         saved_model = ModelConfig.from_dict(saved["model_config"])
         if saved_model != self.model_config:
             raise ValueError(f"{path}: model {saved_model} does not match {self.model_config}")
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        for group in self.optimizer.param_groups:  # a loaded state keeps its saver's kernel
-            group.update(ADAM_IMPLEMENTATION)
+        for optimizer, key in (
+            (self.actor_optimizer, "actor_optimizer"),
+            (self.critic_optimizer, "critic_optimizer"),
+        ):
+            optimizer.load_state_dict(saved[key])
+            for group in optimizer.param_groups:  # a loaded state keeps its saver's kernel
+                group.update(ADAM_IMPLEMENTATION)
         if self.obs_norm is not None and saved["obs_norm"] is not None:
             self.obs_norm.load_state_dict(saved["obs_norm"])
         if self.return_scaler is not None and saved.get("return_scaler") is not None:
@@ -1151,6 +1221,29 @@ class Learner:
         torch.set_rng_state(saved["torch_rng"])
         self.generator.set_state(saved["generator"])
         logger.info("resumed from %s at step %d", path, self.global_step)
+
+
+def checkpoint_v1_to_v2(saved: dict[str, Any], model: ActorCritic) -> dict[str, Any]:
+    """A format-1 checkpoint with its one Adam state split into the actor's and the critic's.
+
+    Format 1 kept Adam over ``model.parameters()``; its per-parameter state (step,
+    exp_avg, exp_avg_sq) moves unchanged to the optimiser that now owns the parameter.
+    """
+    joint = saved["optimizer"]
+    index = {id(p): i for i, p in enumerate(model.parameters())}
+    (group,) = joint["param_groups"]
+    converted = dict(saved, format=2)
+    del converted["optimizer"]
+    for key, params in (
+        ("actor_optimizer", model.actor_parameters()),
+        ("critic_optimizer", model.critic_parameters()),
+    ):
+        old = [index[id(p)] for p in params]
+        converted[key] = {
+            "state": {new: joint["state"][o] for new, o in enumerate(old) if o in joint["state"]},
+            "param_groups": [dict(group, params=list(range(len(old))))],
+        }
+    return converted
 
 
 # --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from learner.models import ActorCritic, ModelConfig
+from learner.models import MLP, ActorCritic, ModelConfig, linear, native_bfloat16
 
 OBS, ACT, CLIPS = 6, 3, 4
 
@@ -162,3 +162,56 @@ def test_frozen_actor_matches_action_mean_and_ignores_later_updates() -> None:
         torch.testing.assert_close(
             moe.frozen_actor()(obs, ids, weights), moe.action_mean(obs, ids, weights)
         )
+
+
+def test_actor_and_critic_parameters_split_the_model() -> None:
+    model = ActorCritic(ModelConfig(OBS, ACT, CLIPS, hidden=(16,), moe_experts=2))
+    actor = {id(p) for p in model.actor_parameters()}
+    critic = {id(p) for p in model.critic_parameters()}
+    assert not actor & critic
+    assert actor | critic == {id(p) for p in model.parameters()}
+    assert id(model.log_std) in actor and id(model.value_heads.weight) in critic
+
+
+def test_bfloat16_backward_keeps_the_forward_exact_and_the_gradients_close() -> None:
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    x = torch.randn(256, 64, generator=g, requires_grad=True)
+    target = torch.randn(256, 32, generator=g)
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        layer.zero_grad()
+        x.grad = None
+        y = linear(x, layer, dtype)
+        if dtype == torch.float32:
+            reference_y = y.detach().clone()
+        else:  # the forward pass is float32 whatever the backward's precision
+            torch.testing.assert_close(y.detach(), reference_y, rtol=0, atol=0)
+        ((y - target) ** 2).sum().backward()
+        assert x.grad is not None and layer.weight.grad is not None
+        grads[dtype] = (x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone())
+    for exact, low in zip(grads[torch.float32][:2], grads[torch.bfloat16][:2], strict=True):
+        assert low.dtype == torch.float32
+        assert not torch.equal(low, exact)  # the products did run in bfloat16
+        # bfloat16 keeps 8 significant bits: ~2^-9 relative error per product term
+        assert float((low - exact).norm() / exact.norm()) < 1e-2
+    torch.testing.assert_close(grads[torch.bfloat16][2], grads[torch.float32][2])  # bias: fp32
+
+
+def test_linear_without_autograd_is_the_plain_layer() -> None:
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(x, layer, torch.bfloat16), layer(x), rtol=0, atol=0)
+
+
+def test_set_grad_dtype_reaches_every_layer() -> None:
+    model = ActorCritic(ModelConfig(OBS, ACT, CLIPS, hidden=(16,), moe_experts=2))
+    model.set_grad_dtype(torch.bfloat16)
+    assert model.grad_dtype == torch.bfloat16
+    assert all(m.grad_dtype == torch.bfloat16 for m in model.modules() if isinstance(m, MLP))
+    obs, clip_ids = torch.randn(6, OBS), torch.tensor([0, 1, 2, 3, 1, 2])
+    loss = model.action_mean(obs, clip_ids, torch.full((CLIPS,), 1 / CLIPS)).sum()
+    (loss + model.value(obs, clip_ids).sum()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p is not model.log_std)
+    assert isinstance(native_bfloat16(), bool)

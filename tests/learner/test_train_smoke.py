@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,6 +51,14 @@ def scalar_tags(run_dir: Path) -> set[str]:
     accumulator = EventAccumulator(str(run_dir))
     accumulator.Reload()
     return set(accumulator.Tags()["scalars"])
+
+
+def scalar_events(run_dir: Path, tag: str) -> list[Any]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return list(accumulator.Scalars(tag))
 
 
 def test_training_runs_end_to_end_and_reports_every_episode_once(tmp_path: Path) -> None:
@@ -266,8 +276,9 @@ def test_dump_config_prints_the_effective_config(
 
 
 def test_update_threads_2_gives_the_same_training_as_one_thread(tmp_path: Path) -> None:
-    # actor and critic halves of the loss touch disjoint parameters: the split (and the
-    # parallel) backward must give the same gradients, hence the same parameters
+    # the actor's and the critic's epochs touch disjoint parameters and draw their
+    # minibatches from one order: the critic on its own thread, overlapping the next
+    # rollout, must give the same parameters and the same value losses
     results = []
     for threads in (1, 2):
         config = tiny_config(
@@ -279,6 +290,62 @@ def test_update_threads_2_gives_the_same_training_as_one_thread(tmp_path: Path) 
     ):
         torch.testing.assert_close(one, two, msg=name)
     assert np.isfinite(results[1].last_stats.clip_grad_norms).any()
+    assert np.isfinite(results[1].last_stats.value_loss)
+    assert results[0].last_stats.value_loss == results[1].last_stats.value_loss
+    for threads in (1, 2):  # every update's value loss is logged, the last one included
+        events = scalar_events(tiny_config(tmp_path / str(threads)).run_dir, "losses/value_loss")
+        assert [e.step for e in events] == [128, 256, 384]
+
+
+def test_the_critic_trains_while_the_next_rollout_is_collected(tmp_path: Path) -> None:
+    from learner.train import Learner
+
+    config = tiny_config(tmp_path, update_threads=2, resume=False)
+    with contextlib.ExitStack() as stack:
+        learner = Learner.open(config, fake_env, None, stack)
+        critic = [p.detach().clone() for p in learner.model.critic_parameters()]
+        batch = learner.advantages(learner.collect_rollout())
+        stats = learner.update(batch)
+        pending = learner._critic_future
+        assert pending is not None  # still the critic's to finish: the loop goes on
+        learner.collect_rollout()
+        learner.advantages(learner.collect_rollout())  # waits for the critic first
+        assert pending.done() and learner._critic_future is None
+        assert np.isfinite(stats.value_loss)
+        after = learner.model.critic_parameters()
+        assert all(not torch.equal(a, b) for a, b in zip(critic, after, strict=True))
+
+
+def test_a_format_1_checkpoint_resumes_with_its_adam_state_split(tmp_path: Path) -> None:
+    from learner.train import Learner
+
+    first = train(tiny_config(tmp_path, total_steps=4 * 32 * 2), env_factory=fake_env)
+    saved = torch.load(first.checkpoint_path, weights_only=True)
+    model = first.model
+    # the same optimiser state as format 1 stored it: one Adam over model.parameters()
+    owner = {id(p): (key, i) for key, params in (
+        ("actor_optimizer", model.actor_parameters()),
+        ("critic_optimizer", model.critic_parameters()),
+    ) for i, p in enumerate(params)}  # fmt: skip
+    joint_state = {}
+    for j, param in enumerate(model.parameters()):
+        key, i = owner[id(param)]
+        joint_state[j] = saved[key]["state"][i]
+    group = dict(saved["actor_optimizer"]["param_groups"][0])
+    group["params"] = list(range(len(joint_state)))
+    old = {k: v for k, v in saved.items() if not k.endswith("_optimizer")}
+    old.update(format=1, optimizer={"state": joint_state, "param_groups": [group]})
+    torch.save(old, first.checkpoint_path)
+
+    with contextlib.ExitStack() as stack:
+        learner = Learner.open(tiny_config(tmp_path), fake_env, None, stack)
+        assert learner.global_step == first.global_step
+        for key in ("actor_optimizer", "critic_optimizer"):
+            loaded = getattr(learner, key).state_dict()["state"]
+            assert loaded.keys() == saved[key]["state"].keys()
+            for i, state in saved[key]["state"].items():
+                for name, value in state.items():
+                    torch.testing.assert_close(loaded[i][name], value)
 
 
 def test_update_threads_must_be_1_or_2() -> None:
