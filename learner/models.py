@@ -354,7 +354,3 @@ class ActorCritic(nn.Module):
     def critic_parameters(self) -> list[nn.Parameter]:
         """What the value loss trains: the critic backbone and the value heads."""
         return [*self.critic_backbone.parameters(), *self.value_heads.parameters()]
-
-    def balance_parameters(self) -> list[Tensor]:
-        """Last shared layers, where GradNorm measures per-clip gradient norms (§4)."""
-        return [*self.actor.output_weights(), self.critic_backbone.last.weight]

@@ -345,7 +345,10 @@ class CriticStats:
 
     value_loss: float
     grad_norm: float
-    seconds: float
+
+
+CriticInFlight = tuple["concurrent.futures.Future[CriticStats]", int, UpdateStats]
+"""The critic's epochs running on the update thread, with the step and stats of their update."""
 
 
 @dataclass
@@ -608,8 +611,8 @@ class Learner:
         )
         """Runs the critic's epochs beside the actor's and the next rollout (see ``update``);
         torch stays single-threaded on each of the two threads."""
-        self._critic_future: concurrent.futures.Future[CriticStats] | None = None
-        self._critic_pending: tuple[int, UpdateStats] | None = None
+        self._critic_pending: CriticInFlight | None = None
+        """The critic's epochs in flight, with the step and stats of their update."""
         self.clip_stats = ClipStats(self.num_clips, config.usage_window)
         self.session = uuid.uuid4().hex[:12]
         self.global_step = 0
@@ -898,26 +901,24 @@ class Learner:
         stats = self._actor_epochs(batch, epochs)
         self.update_index += 1
         self.last_stats = stats
-        pending = (self.global_step, stats)
         if self._critic_pool is not None:
-            self._critic_future = self._critic_pool.submit(self._critic_epochs, epochs)
-            self._critic_pending = pending
+            future = self._critic_pool.submit(self._critic_epochs, epochs)
+            self._critic_pending = (future, self.global_step, stats)
         else:
-            self._record_critic(pending, self._critic_epochs(epochs))
+            self._record_critic(self.global_step, stats, self._critic_epochs(epochs))
         stats.seconds = time.perf_counter() - started
         return stats
 
     def _finish_critic(self) -> None:
         """Wait for the critic's epochs running on the update thread (if any), and log them."""
-        future, pending = self._critic_future, self._critic_pending
-        if future is None or pending is None:
+        if self._critic_pending is None:
             return
-        self._critic_future = self._critic_pending = None
-        self._record_critic(pending, future.result())
+        future, step, stats = self._critic_pending
+        self._critic_pending = None
+        self._record_critic(step, stats, future.result())
 
-    def _record_critic(self, pending: tuple[int, UpdateStats], critic: CriticStats) -> None:
+    def _record_critic(self, step: int, stats: UpdateStats, critic: CriticStats) -> None:
         """Put the critic's results into its update's stats and TensorBoard (at its step)."""
-        step, stats = pending
         stats.value_loss, stats.critic_grad_norm = critic.value_loss, critic.grad_norm
         self.writer.add_scalar("losses/value_loss", critic.value_loss, step)
         self.writer.add_scalar("losses/critic_grad_norm", critic.grad_norm, step)
@@ -1046,7 +1047,6 @@ class Learner:
 
         L_critic = c_v sum_i w_i V_i, V the (optionally clipped) squared value error.
         """
-        started = time.perf_counter()
         c, k, model = self.config, self.num_clips, self.model
         loss_sum = norm_sum = 0.0
         steps = 0
@@ -1070,7 +1070,7 @@ class Learner:
             loss_sum += float(value.detach().mean())
             norm_sum += float(grad_norm)
             steps += 1
-        return CriticStats(loss_sum / steps, norm_sum / steps, time.perf_counter() - started)
+        return CriticStats(loss_sum / steps, norm_sum / steps)
 
     # ----- logging ----------------------------------------------------------------------
 

@@ -113,12 +113,13 @@ def test_sample_uses_the_state_independent_std() -> None:
     )
 
 
-def test_balance_parameters_are_the_last_shared_layers() -> None:
+def test_gradnorm_measures_the_actors_output_layers_and_the_critics_last_layer() -> None:
     plain = make()
     moe = make(moe_experts=3)
-    assert len(plain.balance_parameters()) == 2
-    assert len(moe.balance_parameters()) == 4  # every expert's output layer + critic
-    assert plain.balance_parameters()[0].shape == (ACT, 16)
+    assert len(plain.actor.output_weights()) == 1
+    assert len(moe.actor.output_weights()) == 3  # every expert's output layer
+    assert plain.actor.output_weights()[0].shape == (ACT, 16)
+    assert plain.critic_backbone.last.weight.shape == (16, 16)
 
 
 def test_model_config_round_trips_through_plain_data() -> None:

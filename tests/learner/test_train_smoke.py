@@ -306,11 +306,11 @@ def test_the_critic_trains_while_the_next_rollout_is_collected(tmp_path: Path) -
         critic = [p.detach().clone() for p in learner.model.critic_parameters()]
         batch = learner.advantages(learner.collect_rollout())
         stats = learner.update(batch)
-        pending = learner._critic_future
-        assert pending is not None  # still the critic's to finish: the loop goes on
+        assert learner._critic_pending is not None  # the critic's to finish: the loop goes on
+        pending = learner._critic_pending[0]
         learner.collect_rollout()
         learner.advantages(learner.collect_rollout())  # waits for the critic first
-        assert pending.done() and learner._critic_future is None
+        assert pending.done() and learner._critic_pending is None
         assert np.isfinite(stats.value_loss)
         after = learner.model.critic_parameters()
         assert all(not torch.equal(a, b) for a, b in zip(critic, after, strict=True))
