@@ -166,6 +166,11 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.backward_precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(
+                "backward_precision must be auto, float32 or bfloat16, "
+                f"got {self.backward_precision!r}"
+            )
         if self.update_threads not in (1, 2):
             raise ValueError(f"update_threads must be 1 or 2, got {self.update_threads}")
         if self.moe_experts < 0:

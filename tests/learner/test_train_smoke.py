@@ -353,6 +353,11 @@ def test_update_threads_must_be_1_or_2() -> None:
         TrainConfig(update_threads=3)
 
 
+def test_backward_precision_must_be_a_known_one() -> None:
+    with pytest.raises(ValueError, match="backward_precision"):
+        TrainConfig(backward_precision="float16")  # type: ignore[arg-type]
+
+
 def test_shuffled_minibatch_slices_are_the_rows_of_the_permutation() -> None:
     from learner.train import Batch
 
