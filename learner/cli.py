@@ -80,13 +80,16 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The config file (or defaults) with the given flags applied."""
-    base = load_config(args.config) if getattr(args, "config", None) else TrainConfig()
-    return base.with_overrides(**_flag_values(args))
+    """The env's defaults (``ENV_DEFAULTS``), then the config file, then the given flags."""
+    flags = _flag_values(args)
+    if getattr(args, "config", None):
+        return load_config(args.config, **flags)
+    return TrainConfig.for_env(str(flags.pop("env", "planar")), **flags)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Entry point of ``clipsched train``."""
+    from learner.clip_library import ClipError, check_clip_names
     from learner.train import train, train_experts
 
     try:
@@ -98,13 +101,23 @@ def run_train(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(config.to_dict(), indent=2) + "\n")
         return 0
     try:
+        check_clip_names(config.env, config.clips)
         if args.train_experts:
             saved = train_experts(config, args.train_experts)
             logger.info("trained %d experts into %s", len(saved), args.train_experts)
             return 0
         result = train(config)
+    except ClipError as exc:  # an unknown clip name or a bad clip file: one line, no traceback
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     except KeyboardInterrupt:
         logger.warning("interrupted; the checkpoint keeps the last finished update")
+        return 130
+    if result.interrupted:
+        logger.warning(
+            "stopped at step %d; checkpoint %s (run the same command to resume)",
+            result.global_step, result.checkpoint_path,
+        )  # fmt: skip
         return 130
     logger.info(
         "trained %d steps (%d updates, %d episodes); checkpoint %s",
@@ -116,8 +129,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``train``, ``demo`` and ``experiment``; handlers are ``args.func(args) -> exit code``."""
+    from learner.clip_library import add_clips_command
     from learner.collapse import add_experiment_command
     from learner.demo import add_demo_command
+    from learner.render import add_render_command
 
     parser = subparsers.add_parser(
         "train",
@@ -129,3 +144,5 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.set_defaults(func=run_train)
     add_demo_command(subparsers)
     add_experiment_command(subparsers)
+    add_render_command(subparsers)
+    add_clips_command(subparsers)

@@ -9,17 +9,19 @@ clip repeats with its root shifted by the per-cycle horizontal displacement (Dee
 Where clips come from:
 
 - DeepMimic ``.txt`` files (JSON ``Loop`` + ``Frames``; each frame is a duration and a y-up
-  pose, see ``learner.humanoid.deepmimic_pose_to_qpos``). The PyPI package ``pybullet``
-  (optional extra ``clips``) ships 15 of them in ``pybullet_data/data/motions/``;
-  ``find_motion_files`` finds them.
+  pose, see ``learner.humanoid.deepmimic_pose_to_qpos``). Three of them (walk, jog, run;
+  MIT, from xbpeng/DeepMimic ``data/motions/``) ship with this package in
+  ``learner/data/motions/`` (``shipped_motion_names``, ``load_shipped``). The PyPI package
+  ``pybullet`` (optional extra ``clips``) ships 15 in ``pybullet_data/data/motions/``,
+  the same three among them; ``find_motion_files`` finds them.
 - The native ``.npz`` format: ``fps`` (scalar), ``qpos`` (frames, 43) in our layout,
   ``joint_names`` (the model's joint order, checked on load), optional ``loop`` (bool)
   and ``name``.
 - ``builtin_clips``: *synthetic* walk and run cycles from a parametric gait generator
   (sinusoidal hip/knee/ankle/shoulder/elbow profiles, the root height set by forward
   kinematics so the lower foot touches the ground, the root speed matched to the stance
-  foot). They are not motion capture; they exist so the demo runs with nothing else
-  installed.
+  foot). They are not motion capture; ``five_clip_example("builtin")`` still uses them
+  (fast to build, no files).
 
 ``five_clip_example`` builds the design note's example set from a walk and a run:
 Idle (a held standing pose with a small upper-body sway, derived from a walk frame),
@@ -32,10 +34,14 @@ so stepping needs no extra kinematics.
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import json
 import logging
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
@@ -167,12 +173,32 @@ def clip_name_of(path: Path) -> str:
 
 
 def load_deepmimic(path: str | Path, name: str | None = None) -> MotionClip:
-    """Load a DeepMimic humanoid3d motion file (JSON ``Loop`` and ``Frames``)."""
+    """Load a DeepMimic humanoid3d motion file (JSON ``Loop`` and ``Frames``).
+
+    A file that is not one raises a one-line ``ValueError`` naming the file and the fault.
+    """
     path = Path(path)
-    data = json.loads(path.read_text())
-    frames = np.asarray(data["Frames"], dtype=np.float64)
-    if frames.ndim != 2 or frames.shape[1] != hm.NQ + 1:
-        raise ValueError(f"{path}: expected frames of {hm.NQ + 1} numbers, got {frames.shape}")
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a DeepMimic motion file (not text: {exc.reason})") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not a DeepMimic motion file (invalid JSON at line {exc.lineno} "
+            f"column {exc.colno}: {exc.msg})"
+        ) from exc
+    if not isinstance(data, dict) or "Frames" not in data:
+        raise ValueError(f'{path}: not a DeepMimic motion file (no "Frames" list)')
+    try:
+        frames = np.asarray(data["Frames"], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'{path}: "Frames" must be a list of equal-length number lists') from exc
+    if frames.ndim != 2 or frames.shape[1] != hm.NQ + 1 or frames.shape[0] < 2:
+        raise ValueError(
+            f"{path}: expected >= 2 frames of {hm.NQ + 1} numbers, got shape {frames.shape}"
+        )
+    if not np.all(np.isfinite(frames)):
+        raise ValueError(f"{path}: frames hold non-finite numbers")
     qpos = hm.deepmimic_pose_to_qpos(frames[:, 1:])
     durations = frames[:-1, 0]
     if np.any(durations <= 0):
@@ -200,21 +226,31 @@ def _resample(qpos: np.ndarray, times: np.ndarray, dt: float) -> np.ndarray:
 def load_npz(path: str | Path, name: str | None = None) -> MotionClip:
     """Load a native clip (``fps``, ``qpos``, ``joint_names``; optional ``loop``, ``name``)."""
     path = Path(path)
-    with np.load(path, allow_pickle=False) as data:
-        names = tuple(str(n) for n in data["joint_names"])
-        if names != hm.JOINT_NAMES:
-            raise ValueError(
-                f"{path}: joint_names {names} differ from the model's {hm.JOINT_NAMES}"
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a native .npz clip file (not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in ("fps", "qpos", "joint_names") if key not in data]
+            if missing:
+                raise ValueError(f"{path}: native clip file lacks {', '.join(missing)}")
+            names = tuple(str(n) for n in data["joint_names"])
+            if names != hm.JOINT_NAMES:
+                raise ValueError(f"{path}: joint_names differ from the model's {hm.JOINT_NAMES}")
+            loop = bool(data["loop"]) if "loop" in data else True
+            stored_name = str(data["name"]) if "name" in data else clip_name_of(path)
+            return MotionClip(
+                name=name or stored_name,
+                fps=float(data["fps"]),
+                qpos=np.asarray(data["qpos"], dtype=np.float64),
+                loop=loop,
+                source=str(path),
             )
-        loop = bool(data["loop"]) if "loop" in data else True
-        stored_name = str(data["name"]) if "name" in data else clip_name_of(path)
-        return MotionClip(
-            name=name or stored_name,
-            fps=float(data["fps"]),
-            qpos=np.asarray(data["qpos"], dtype=np.float64),
-            loop=loop,
-            source=str(path),
-        )
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{path}: not a native .npz clip file ({exc})") from exc
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def save_npz(clip: MotionClip, path: str | Path) -> None:
@@ -253,6 +289,42 @@ def motion_files_in(directory: str | Path) -> dict[str, Path]:
         if path.suffix.lower() in CLIP_LOADERS and path.name != "humanoid3d.txt":
             found.setdefault(clip_name_of(path), path)
     return found
+
+
+SHIPPED_CLIPS = ("walk", "jog", "run")
+"""Clips shipped in ``learner/data/motions/`` (DeepMimic mocap, MIT; see its README)."""
+
+
+def shipped_motions_dir() -> Traversable:
+    """``learner/data/motions/`` as package data (works for non-editable installs too)."""
+    return importlib.resources.files("learner") / "data" / "motions"
+
+
+def shipped_motion_names() -> list[str]:
+    """Names of the shipped clips (``humanoid3d_walk.txt`` -> ``walk``): walk, jog, run."""
+    found = {
+        clip_name_of(Path(entry.name))
+        for entry in shipped_motions_dir().iterdir()
+        if entry.name.startswith(DEEPMIMIC_PREFIX) and entry.name.endswith(".txt")
+    }
+    order = {name: i for i, name in enumerate(SHIPPED_CLIPS)}
+    return sorted(found, key=lambda name: (order.get(name, len(order)), name))
+
+
+@contextmanager
+def _shipped_file(name: str) -> Iterator[Path]:
+    """A filesystem path of a shipped clip file while the context is open."""
+    resource = shipped_motions_dir() / f"{DEEPMIMIC_PREFIX}{name}.txt"
+    if not resource.is_file():
+        raise FileNotFoundError(f"no shipped clip {name!r}; shipped: {shipped_motion_names()}")
+    with importlib.resources.as_file(resource) as path:
+        yield path
+
+
+def load_shipped(name: str) -> MotionClip:
+    """Load a shipped clip by name (``walk``, ``jog``, ``run``)."""
+    with _shipped_file(name) as path:
+        return load_clip(path)
 
 
 def find_motion_files() -> dict[str, Path]:
@@ -507,16 +579,26 @@ def held_pose(
     )
 
 
+FIVE_CLIP_SOURCES = ("builtin", "shipped", "pybullet_data")
+"""Named sources of the five-clip example's walk and run (any other value is a directory)."""
+
+
+def default_gait_source() -> str:
+    """Where ``five_clip_example(None)`` takes walk and run: pybullet_data or shipped."""
+    files = find_motion_files()
+    return "pybullet_data" if "walk" in files and "run" in files else "shipped"
+
+
 def _gait_sources(source: str | Path | None) -> tuple[MotionClip, MotionClip, str]:
-    """(walk, run, description) from pybullet_data, the built-ins or a directory."""
+    """(walk, run, description) from pybullet_data, the shipped clips, the built-ins or a
+    directory."""
     if source is None:
-        files = find_motion_files()
-        if "walk" in files and "run" in files:
-            return load_clip(files["walk"]), load_clip(files["run"]), "pybullet_data"
-        source = "builtin"
+        source = default_gait_source()
     if str(source) == "builtin":
         built = builtin_clips()
         return built["walk"], built["run"], "builtin (synthetic)"
+    if str(source) == "shipped":
+        return load_shipped("walk"), load_shipped("run"), "shipped"
     if str(source) == "pybullet_data":
         files = find_motion_files()
         if not files:
@@ -538,9 +620,10 @@ def five_clip_example(
     """Idle, Walk, Back, Run, Sprint built from a walk and a run clip.
 
     ``source``: None picks ``pybullet_data``'s DeepMimic clips when installed, else the
-    built-in synthetic gaits; ``"builtin"`` or ``"pybullet_data"`` force one; any other
-    value is a directory holding ``humanoid3d_walk`` and ``humanoid3d_run`` (or ``_jog``)
-    as DeepMimic ``.txt`` or native ``.npz`` files.
+    shipped ones (the same mocap files, so the same clips); ``"shipped"``,
+    ``"pybullet_data"`` or ``"builtin"`` (the synthetic gaits) force one; any other value
+    is a directory holding ``humanoid3d_walk`` and ``humanoid3d_run`` (or ``_jog``) as
+    DeepMimic ``.txt`` or native ``.npz`` files.
     """
     walk, run, origin = _gait_sources(source)
     logger.info("five-clip example from %s", origin)
@@ -615,21 +698,27 @@ def reference_table(
 __all__ = [
     "CLIP_LOADERS",
     "FIVE_CLIPS",
+    "FIVE_CLIP_SOURCES",
     "RUN_GAIT",
+    "SHIPPED_CLIPS",
     "WALK_GAIT",
     "GaitParameters",
     "MotionClip",
     "ReferenceTable",
     "builtin_clips",
     "clip_name_of",
+    "default_gait_source",
     "find_motion_files",
     "five_clip_example",
     "held_pose",
     "load_clip",
     "load_deepmimic",
     "load_npz",
+    "load_shipped",
     "motion_files_in",
     "procedural_gait",
     "reference_table",
     "save_npz",
+    "shipped_motion_names",
+    "shipped_motions_dir",
 ]

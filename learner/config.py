@@ -38,6 +38,36 @@ class TrainConfig:
     """Characters stepped together in one batched env."""
     skill_one_hot: bool = True
     """Append the active clip's one-hot to the observation (§5)."""
+    max_episode_steps: int = 300
+    """Control steps (30 Hz) before an episode is truncated."""
+    success_threshold: float = 0.5
+    """An episode succeeds when it ran to its end without a termination and its mean
+    active-clip tracking reward per step is >= this."""
+    term_weights: tuple[float, ...] = ()
+    """Weights of the pose, velocity, end_effector and root terms (sum to 1); empty = the
+    env's (humanoid 0.5, 0.1, 0.15, 0.25 as MimicKit; planar 0.65, 0.1, 0.15, 0.1)."""
+    term_scales: tuple[float, ...] = ()
+    """Humanoid: k of pose, velocity, end_effector, root, then the root error's height,
+    tilt, velocity and angular-velocity weights (a prefix is enough); empty = DeepMimic's
+    released values 2, 0.1, 10, 5, 1, 0.1, 0.01, 0.001."""
+    action_mode: Literal["absolute", "residual"] = "residual"
+    """Humanoid: residual = PD target is the reference pose one step ahead + a correction;
+    absolute = the action is the PD target, 0 = the rest pose."""
+    action_scale: float = 1.0
+    """Humanoid: multiplies each axis' action half-range (max |joint limit|)."""
+    future_frames: tuple[int, ...] = (1, 2, 3)
+    """Humanoid: control steps ahead at which the reference is appended to the observation."""
+    contact_termination: bool = True
+    """Humanoid: end an episode when any body but the feet touches the floor."""
+    contact_free_clips: tuple[str, ...] = ("getup_faceup", "getup_facedown", "roll", "crawl")
+    """Humanoid: clips exempt from the contact termination."""
+    pose_termination_distance: float | None = 0.5
+    """Humanoid: end an episode when a wrist or ankle strays further than this (m) from
+    its reference (root-relative); none = off."""
+    root_height_termination: float | None = 0.3
+    """Humanoid: ... or the root height further than this (m) from the reference's."""
+    end_with_clip: bool = True
+    """Humanoid: a clip that does not loop ends its episode at its last frame."""
 
     # --- PPO ---------------------------------------------------------------------
     rollout_steps: int = 256
@@ -47,7 +77,10 @@ class TrainConfig:
     update_epochs: int = 5
     """Passes over each rollout."""
     learning_rate: float = 3e-4
-    """Adam step size."""
+    """Adam step size (the actor's initial one when desired_kl is set)."""
+    desired_kl: float | None = None
+    """Adapt the actor's step size after every minibatch to keep KL(pi_old || pi) near
+    this (divide by 1.5 above 2x, multiply below 0.5x; rsl_rl's adaptive schedule)."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 0.95
@@ -65,7 +98,10 @@ class TrainConfig:
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of actor and critic."""
     init_log_std: float = -1.0
-    """Initial log standard deviation of the policy."""
+    """Initial log standard deviation of the policy (actions are in [-1, 1])."""
+    learn_std: bool = True
+    """Learn the policy's log std; false keeps it at init_log_std (DeepMimic and MimicKit
+    fix it at log 0.05 = -3.0 for tracking)."""
     activation: Literal["relu", "tanh", "elu"] = "relu"
     """Hidden activation of actor and critic."""
     obs_norm: bool = True
@@ -118,8 +154,10 @@ class TrainConfig:
     """Override the threshold-mix delta."""
     reward_source: RewardSource = "aggregate"
     """aggregate over clips, or the active clip's own reward (used for expert training)."""
-    alive_bonus: float = 1.0
-    """Added to every step's reward so that a fall costs something once terms are z-scored."""
+    alive_bonus: float = 0.0
+    """Added to every step's reward. 0: the reward is already positive (raw terms in [0, 1],
+    or the z-scored aggregate squashed by a sigmoid), so a fall forfeits what the rest of
+    the episode would have paid and surviving without tracking earns little."""
 
     # --- clips without a scheduler -------------------------------------------------------
     clip_probs: tuple[float, ...] = ()
@@ -142,6 +180,14 @@ class TrainConfig:
     """Show a progress bar with steps/s and per-clip usage on the console."""
     usage_window: int = 200
     """Finished episodes over which the local usage share per clip is measured."""
+    eval_every: int = 0
+    """Evaluate the policy deterministically every this many updates (success, tracking
+    reward, episode length per clip to TensorBoard ``eval/...`` and <run_dir>/eval.jsonl);
+    0 = never."""
+    eval_episodes: int = 8
+    """Episodes per clip in each evaluation."""
+    eval_envs: int = 8
+    """Characters stepped together in an evaluation."""
     log_clips_max: int = 64
     """Write per-clip TensorBoard scalars only for clip sets up to this size."""
 
@@ -177,6 +223,10 @@ class TrainConfig:
             raise ValueError("moe_experts must be >= 0")
         if not self.hidden:
             raise ValueError("hidden needs at least one layer")
+        if self.max_episode_steps <= 0:
+            raise ValueError(f"max_episode_steps must be positive, got {self.max_episode_steps}")
+        if self.term_weights and len(self.term_weights) != 4:
+            raise ValueError(f"term_weights needs 4 values, got {len(self.term_weights)}")
 
     @property
     def batch_size(self) -> int:
@@ -206,6 +256,33 @@ class TrainConfig:
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with some fields replaced (values coerced to the field types)."""
         return replace(self, **coerce_fields(overrides))
+
+    @classmethod
+    def for_env(cls, env: str = "planar", **values: Any) -> TrainConfig:
+        """The config of ``env``: field defaults, then ``ENV_DEFAULTS[env]``, then ``values``."""
+        if env not in ENV_DEFAULTS:
+            raise ValueError(f"env: {env!r} is not one of {tuple(ENV_DEFAULTS)}")
+        return cls(**coerce_fields({**ENV_DEFAULTS[env], **values, "env": env}))
+
+
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "planar": {},
+    "humanoid": {
+        "num_envs": 16,
+        "rollout_steps": 128,
+        "gamma": 0.95,
+        "learning_rate": 5e-5,
+        "init_log_std": -3.0,
+        "learn_std": False,
+        "entropy_floor": None,
+    },
+}
+"""What each env changes from the field defaults, applied under a config file and flags
+(``TrainConfig.for_env``, ``clipsched train``). The humanoid follows the released
+tracking setups where they were measured to help here: gamma 0.95 (DeepMimic), a fixed
+exploration std of 0.05 (DeepMimic, MimicKit), no entropy floor, and a small constant Adam
+step (5e-5: with sigma = 0.05, 3e-4 moved the policy by KL ~0.5 per update and an
+adaptive step held at ~1e-5 learned slower; ``docs/learning.md``)."""
 
 
 def field_types() -> dict[str, Any]:
@@ -276,11 +353,17 @@ def coerce_fields(values: dict[str, Any]) -> dict[str, Any]:
     return {k: coerce_value(k, types_[k], v) for k, v in values.items()}
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a TrainConfig from a .toml or .json file (a ``[train]`` table is also accepted)."""
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The field values of a .toml or .json config file (a ``[train]`` table is accepted)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     if isinstance(data.get("train"), dict) and len(data) == 1:
         data = data["train"]
-    return TrainConfig(**coerce_fields(data))
+    return data
+
+
+def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a config file: its env's defaults, the file, then ``overrides``."""
+    values = {**read_config_values(path), **overrides}
+    return TrainConfig.for_env(str(values.pop("env", "planar")), **values)

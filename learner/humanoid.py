@@ -86,6 +86,20 @@ FALL_GEOMS: tuple[str, ...] = ("root", "chest", "neck")
 FEET: tuple[str, ...] = ("right_ankle", "left_ankle")
 """Foot geoms (boxes)."""
 
+JOINT_WEIGHTS: dict[str, float] = {
+    "root": 1.0,
+    "chest": 0.5,
+    "neck": 0.3,
+    "hip": 0.5,
+    "knee": 0.3,
+    "ankle": 0.2,
+    "shoulder": 0.3,
+    "elbow": 0.2,
+}
+"""DeepMimic's ``DiffWeight`` per joint (``data/characters/humanoid3d.txt``), by joint kind
+(left and right alike). The pose and velocity rewards use them normalised over the 13
+joints (root included): wbar_j = w_j / sum_k w_k, sum_k w_k = 4.8."""
+
 NQ = 43
 NV = 34
 NUM_ACTUATORS = 28
@@ -154,6 +168,25 @@ MODEL_INDEX = JointIndex.of(JOINTS, qpos_start=7, qvel_start=6)
 """Joint columns of our qpos / qvel."""
 DEEPMIMIC_INDEX = JointIndex.of(DEEPMIMIC_JOINTS, qpos_start=7, qvel_start=6)
 """Joint columns of a DeepMimic pose (a frame without its duration)."""
+
+
+def _joint_weight(name: str) -> float:
+    return JOINT_WEIGHTS[name.removeprefix("right_").removeprefix("left_")]
+
+
+def joint_weight_vectors() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Normalised joint weights wbar laid out as the reward sees them.
+
+    Returns (hinges (H,) in model order, dofs (28,) in qvel/actuator order, balls (B,) in
+    model order, root), with wbar_j = w_j / sum over the root and all 12 joints of w.
+    """
+    total = JOINT_WEIGHTS["root"] + sum(_joint_weight(name) for name in JOINT_NAMES)
+    hinges = np.array([_joint_weight(n) for n in MODEL_INDEX.hinge_names]) / total
+    balls = np.array([_joint_weight(n) for n in MODEL_INDEX.ball_names]) / total
+    dofs = np.concatenate(
+        [np.full(3 if kind == "ball" else 1, _joint_weight(name)) for name, kind in JOINTS]
+    )
+    return hinges, dofs / total, balls, JOINT_WEIGHTS["root"] / total
 
 
 # --------------------------------------------------------------------------------------
@@ -446,6 +479,7 @@ __all__ = [
     "FALL_GEOMS",
     "JOINTS",
     "JOINT_NAMES",
+    "JOINT_WEIGHTS",
     "MODEL_INDEX",
     "NQ",
     "NUM_ACTUATORS",
@@ -460,6 +494,7 @@ __all__ = [
     "build_batched_model",
     "deepmimic_pose_to_qpos",
     "interpolate_qpos",
+    "joint_weight_vectors",
     "load_model",
     "mirror_right_to_left",
     "pd_targets",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -206,3 +207,25 @@ def entropy_floor_penalty(entropy: Tensor, h_min: float, coef: float) -> Tensor:
     character's action count.
     """
     return coef * torch.relu(h_min - entropy.mean())
+
+
+def adaptive_learning_rate(
+    learning_rate: float,
+    approx_kl: float,
+    desired_kl: float,
+    factor: float = 1.5,
+    bounds: tuple[float, float] = (1e-6, 1e-2),
+) -> float:
+    """KL-adaptive step size (as rsl_rl's ``schedule="adaptive"``): divide by ``factor``
+    when KL(pi_old || pi) > 2 desired, multiply when < desired / 2, else keep; within bounds.
+
+    With a small fixed exploration std (tracking: sigma = 0.05) a fixed Adam step moves
+    the mean by many sigmas per epoch; this keeps each update's KL near ``desired_kl``.
+    """
+    if not np.isfinite(approx_kl):
+        return learning_rate
+    if approx_kl > 2.0 * desired_kl:
+        learning_rate /= factor
+    elif approx_kl < 0.5 * desired_kl:
+        learning_rate *= factor
+    return float(min(max(learning_rate, bounds[0]), bounds[1]))

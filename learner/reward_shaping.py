@@ -13,8 +13,15 @@ aggregation, per-clip term normalisers). Steps, batched over all envs with numpy
 3. aggregate over clips with ``max`` / ``lse`` / ``threshold``
    (``scheduler_service.algorithms.aggregation``) and the reward weights ``w``, or take
    the active clip's r_{n,c_n} (``active_clip``, used to train per-clip experts);
-4. add ``alive_bonus``: z-scores average zero, so without it ending an episode by a fall
-   would cost nothing.
+4. keep the reward positive. Raw terms give r in [0, 1] for every aggregation (the
+   LogSumExp of values in [0, 1] with weights summing to 1 lies between their weighted
+   mean and their max), which is what DeepMimic and MimicKit give PPO: a fall forfeits
+   the rest of the episode's reward, so tracking pays and surviving badly pays little.
+   z-scores average zero, so an aggregate of them would make a fall *earn* the end of
+   a below-average episode; with ``normalization`` on, the aggregate is squashed,
+   r = sigmoid(r~) in (0, 1): still monotone in every clip's normalised tracking (the
+   aggregation and its clip comparison are unchanged), never negative, near 0 for a
+   character far off every clip. ``alive_bonus`` (default 0) is added last.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ class ShapingSettings:
     source: RewardSource = "aggregate"
     min_count: int = 1000
     """Steps a (clip, term) normaliser must have seen before its z-score is used."""
-    alive_bonus: float = 1.0
+    alive_bonus: float = 0.0
     eps: float = 1e-3
     """Added to sigma: terms live in [0, 1], and this keeps a near-constant term finite."""
 
@@ -57,6 +64,13 @@ class ShapedReward:
     """(N,) float32 training reward."""
     clip_rewards: np.ndarray
     """(N, K) normalised per-clip rewards r~_{n,i}."""
+
+
+def squash(aggregate: np.ndarray) -> np.ndarray:
+    """sigmoid(x) = 1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    x = np.asarray(aggregate, dtype=np.float32)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
 
 
 def pooled_moments(moments: Moments) -> Moments:
@@ -149,5 +163,8 @@ class RewardShaper:
                 config.temperature if s.temperature is None else s.temperature,
                 config.threshold_delta if s.threshold_delta is None else s.threshold_delta,
             )
-        reward = np.asarray(reward, dtype=np.float32) + np.float32(s.alive_bonus)
+        reward = np.asarray(reward, dtype=np.float32)
+        if s.normalization != "none":
+            reward = squash(reward)
+        reward = reward + np.float32(s.alive_bonus)
         return ShapedReward(reward=reward, clip_rewards=clip_rewards)

@@ -37,6 +37,7 @@ from learner.envs.base import EpisodeEnd, NextClip, VecMultiClipEnv, VecStep
 from learner.models import ActorCritic, ModelConfig, native_bfloat16
 from learner.normalization import ReturnScaler, RunningObsNormalizer
 from learner.reward_shaping import RewardShaper, ShapingSettings
+from learner.stopping import GracefulStop
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +64,29 @@ def train(
     env_factory: EnvFactory | None = None,
     clip_source: ClipSource | None = None,
 ) -> TrainResult:
-    """Train a policy with PPO as ``config`` says; resumes from its checkpoint if present."""
+    """Train a policy with PPO as ``config`` says; resumes from its checkpoint if present.
+
+    The first SIGINT/SIGTERM stops after the current update (``learner.stopping``).
+    """
     torch.set_num_threads(1)
     with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(GracefulStop())
         learner = Learner.open(config, env_factory, clip_source, stack)
         try:
-            while learner.update_index < config.num_updates:
+            while learner.update_index < config.num_updates and not stop.requested:
                 rollout = learner.collect_rollout()
                 batch = learner.advantages(rollout)
                 stats = learner.update(batch)
                 learner.log(rollout, stats)
+                if config.eval_every and learner.update_index % config.eval_every == 0:
+                    learner.evaluate()
                 if config.checkpoint_every and learner.update_index % config.checkpoint_every == 0:
                     learner.save_checkpoint()
-        finally:  # also on Ctrl-C: keep the last finished update
+        finally:  # also on a second Ctrl-C: keep the last finished update
             learner.save_checkpoint()
-        return learner.result()
+        result = learner.result()
+        result.interrupted = stop.requested
+        return result
 
 
 # --------------------------------------------------------------------------------------
@@ -88,18 +97,45 @@ def train(
 def _planar_env(config: TrainConfig, next_clip: NextClip) -> VecMultiClipEnv:
     from learner.envs.planar import PlanarConfig, PlanarVecEnv
 
-    env_config = PlanarConfig(skill_one_hot=config.skill_one_hot)
+    env_config = PlanarConfig(
+        skill_one_hot=config.skill_one_hot,
+        max_episode_steps=config.max_episode_steps,
+        success_threshold=config.success_threshold,
+        **({"term_weights": config.term_weights} if config.term_weights else {}),
+    )
     clips = list(config.clips) or None
     env = PlanarVecEnv(clips, config.num_envs, next_clip, env_config, seed=config.seed)
     return cast(VecMultiClipEnv, env)
 
 
-def _humanoid_env(config: TrainConfig, next_clip: NextClip) -> VecMultiClipEnv:
-    from learner.envs.humanoid import HumanoidConfig, HumanoidVecEnv
+def humanoid_config(config: TrainConfig) -> Any:
+    """The ``HumanoidConfig`` that a ``TrainConfig`` asks for."""
+    from learner.envs.humanoid import HumanoidConfig, TermScales
 
-    env_config = HumanoidConfig(skill_one_hot=config.skill_one_hot)
+    return HumanoidConfig(
+        skill_one_hot=config.skill_one_hot,
+        max_episode_steps=config.max_episode_steps,
+        success_threshold=config.success_threshold,
+        term_scales=TermScales.from_sequence(config.term_scales),
+        action_mode=config.action_mode,
+        action_scale=config.action_scale,
+        future_frames=config.future_frames,
+        contact_termination=config.contact_termination,
+        contact_free_clips=config.contact_free_clips,
+        pose_termination_distance=config.pose_termination_distance,
+        root_height_termination=config.root_height_termination,
+        end_with_clip=config.end_with_clip,
+        **({"term_weights": config.term_weights} if config.term_weights else {}),
+    )
+
+
+def _humanoid_env(config: TrainConfig, next_clip: NextClip) -> VecMultiClipEnv:
+    from learner.envs.humanoid import HumanoidVecEnv
+
     clips = list(config.clips) or None
-    env = HumanoidVecEnv(clips, config.num_envs, next_clip, env_config, seed=config.seed)
+    env = HumanoidVecEnv(
+        clips, config.num_envs, next_clip, humanoid_config(config), seed=config.seed
+    )
     return cast(VecMultiClipEnv, env)
 
 
@@ -330,6 +366,8 @@ class UpdateStats:
     clipfrac: float = 0.0
     grad_norm: float = 0.0
     """The actor's gradient norm before clipping."""
+    learning_rate: float = float("nan")
+    """The actor's step size after the update (it moves when desired_kl is set)."""
     critic_grad_norm: float = float("nan")
     kl_experts: float = float("nan")
     explained_variance: float = float("nan")
@@ -363,6 +401,8 @@ class TrainResult:
     checkpoint_path: Path
     last_stats: UpdateStats
     clip_names: list[str]
+    interrupted: bool = False
+    """A SIGINT/SIGTERM stopped training before ``total_steps``."""
 
 
 class ExpertPolicy:
@@ -572,6 +612,7 @@ class Learner:
         torch.manual_seed(config.seed)
         self.model = ActorCritic(self.model_config)
         self.model.set_grad_dtype(backward_dtype(config.backward_precision))
+        self.model.log_std.requires_grad_(config.learn_std)
         # Adam is per parameter: two optimisers step exactly as one would over both sets
         self.actor_params = self.model.actor_parameters()
         self.critic_params = self.model.critic_parameters()
@@ -588,7 +629,8 @@ class Learner:
         self.shaper = RewardShaper(
             env.term_weights,
             ShapingSettings(
-                normalization=config.normalization,
+                # z-scores exist to compare clips (§3); one clip is paid its raw reward
+                normalization=config.normalization if self.num_clips > 1 else "none",
                 aggregation=config.aggregation,
                 temperature=config.temperature,
                 threshold_delta=config.threshold_delta,
@@ -614,6 +656,11 @@ class Learner:
         self._critic_pending: CriticInFlight | None = None
         """The critic's epochs in flight, with the step and stats of their update."""
         self.clip_stats = ClipStats(self.num_clips, config.usage_window)
+        self.env_factory: EnvFactory = ENV_BUILDERS[config.env]
+        """Builds envs like this learner's (evaluation builds its own)."""
+        self.train_seconds = 0.0
+        """Wall time spent training (rollouts and updates, not evaluation), across resumes."""
+        self._eval_seconds = 0.0
         self.session = uuid.uuid4().hex[:12]
         self.global_step = 0
         self.update_index = 0
@@ -639,7 +686,8 @@ class Learner:
     ) -> Learner:
         """Build env, clip source, model, writer (closed by ``stack``); resume if possible."""
         lazy = _LazySource()
-        env = (env_factory or ENV_BUILDERS[config.env])(config, lazy.next_clip)
+        factory = env_factory or ENV_BUILDERS[config.env]
+        env = factory(config, lazy.next_clip)
         stack.callback(env.close)
         source = clip_source or open_clip_source(
             config, list(env.clip_names), tuple(env.term_names), stack
@@ -652,6 +700,7 @@ class Learner:
         from torch.utils.tensorboard import SummaryWriter
 
         learner = cls(config, env, source, tracker, None)
+        learner.env_factory = factory
         stack.callback(learner.close)
         client = getattr(source, "client", None)
         if callable(getattr(client, "run_state", None)):
@@ -700,6 +749,7 @@ class Learner:
             self.obs_norm.update(self._raw_obs)
         self._session_start_step = self.global_step
         self._started = time.perf_counter()
+        self._eval_seconds = 0.0
 
     def close(self) -> None:
         """Finish the critic's last epochs and stop the update thread (if any)."""
@@ -724,6 +774,53 @@ class Learner:
         )
 
     # ----- rollout ----------------------------------------------------------------------
+
+    def elapsed_train_seconds(self) -> float:
+        """Training wall time so far: earlier sessions plus this one, less evaluations."""
+        return self.train_seconds + time.perf_counter() - self._started - self._eval_seconds
+
+    def evaluate(self) -> list[Any]:
+        """Deterministic skill per clip (``learner.evaluate``), logged to TensorBoard and
+        appended to <run_dir>/eval.jsonl with the step and the training wall time."""
+        from learner.evaluate import Policy, evaluate_clip
+
+        started = time.perf_counter()
+        c = self.config
+        policy = Policy(self.model, self.obs_norm, c, self.global_step)
+        env_config = c.with_overrides(num_envs=c.eval_envs, seed=c.seed + 1000)
+        skills = [
+            evaluate_clip(
+                policy,
+                lambda next_clip: self.env_factory(env_config, next_clip),
+                clip_id,
+                c.eval_episodes,
+                seed=c.seed + 1000,
+            )
+            for clip_id in range(self.num_clips)
+        ]
+        self._eval_seconds += time.perf_counter() - started
+        step, w = self.global_step, self.writer
+        for key in ("success", "tracking_reward", "episode_length", "full_length"):
+            values = [getattr(skill, key) for skill in skills]
+            w.add_scalar(f"eval/{key}", float(np.mean(values)), step)
+            if self.num_clips <= c.log_clips_max:
+                for name, value in zip(self.clip_names, values, strict=True):
+                    w.add_scalar(f"clips/{name}/eval_{key}", value, step)
+        record = {
+            "step": step,
+            "update": self.update_index,
+            "train_seconds": round(self.elapsed_train_seconds(), 2),
+            "clips": [skill.as_dict() for skill in skills],
+        }
+        c.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(c.run_dir / "eval.jsonl", "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        logger.info(
+            "eval at step %d: %s", step,
+            ", ".join(f"{s.clip} success {s.success:.2f} reward {s.tracking_reward:.3f} "
+                      f"length {s.episode_length:.0f}" for s in skills),
+        )  # fmt: skip
+        return skills
 
     def _normalize(self, raw: np.ndarray) -> np.ndarray:
         return self.obs_norm.normalize(raw) if self.obs_norm else np.asarray(raw, np.float32)
@@ -1017,6 +1114,9 @@ class Learner:
             log_ratio = log_prob - mb.log_probs
             approx_kl = float(((log_ratio.exp() - 1.0) - log_ratio).mean())
             clipfrac = float(((log_ratio.exp() - 1.0).abs() > c.clip_coef).float().mean())
+        if c.desired_kl is not None:
+            for group in self.actor_optimizer.param_groups:
+                group["lr"] = ppo.adaptive_learning_rate(group["lr"], approx_kl, c.desired_kl)
             if kl is not None and mb.experts is not None:
                 has = mb.experts.has_expert
                 kl_on = kl[has]
@@ -1031,6 +1131,7 @@ class Learner:
             "approx_kl": approx_kl,
             "clipfrac": clipfrac,
             "grad_norm": float(grad_norm),
+            "learning_rate": float(self.actor_optimizer.param_groups[0]["lr"]),
         }
         if mb.experts is not None:
             scalars["kl_experts"] = kl_mean
@@ -1091,7 +1192,7 @@ class Learner:
         window = self.clip_stats.pop_window()
         # the critic's scalars are written when its epochs finish (_record_critic)
         for key in ("policy_loss", "entropy_penalty", "approx_kl", "clipfrac", "grad_norm",
-                    "explained_variance", "kl_experts"):  # fmt: skip
+                    "explained_variance", "kl_experts", "learning_rate"):  # fmt: skip
             value = getattr(stats, key)
             if np.isfinite(value):
                 w.add_scalar(f"losses/{key}", value, step)
@@ -1182,6 +1283,7 @@ class Learner:
                 else self.return_scaler.state_dict(),
                 "global_step": self.global_step,
                 "update_index": self.update_index,
+                "train_seconds": self.elapsed_train_seconds(),
                 "episodes": self.episodes,
                 "total_episodes": torch.from_numpy(self.clip_stats.total_episodes),
                 "torch_rng": torch.get_rng_state(),
@@ -1215,6 +1317,7 @@ class Learner:
         if self.return_scaler is not None and saved.get("return_scaler") is not None:
             self.return_scaler.load_state_dict(saved["return_scaler"])
         self.global_step = int(saved["global_step"])
+        self.train_seconds = float(saved.get("train_seconds", 0.0))
         self.update_index = int(saved["update_index"])
         self.episodes = int(saved["episodes"])
         self.clip_stats.total_episodes = saved["total_episodes"].numpy().copy()
@@ -1261,7 +1364,7 @@ def train_experts(
     """Train one single-clip policy per clip with the same loop; save them for ``load_experts``.
 
     Each expert samples only its clip (static one-hot ``clip_probs``), is rewarded with
-    that clip's own normalised reward, and is saved as ``<out_dir>/<clip>.pt`` plus an
+    that clip's own raw tracking reward, and is saved as ``<out_dir>/<clip>.pt`` plus an
     ``experts.json`` manifest.
     """
     root = Path(out_dir)
@@ -1272,6 +1375,7 @@ def train_experts(
         expert_config = config.with_overrides(
             clip_probs=[1.0 if i == clip_id else 0.0 for i in range(len(names))],
             reward_source="active_clip",
+            normalization="none",  # an expert is paid its clip's raw reward in [0, 1]
             kl_experts_path=None,
             scheduler_url=None,
             embedded_scheduler=False,
@@ -1279,6 +1383,9 @@ def train_experts(
             checkpoint_dir=str(root / "checkpoints" / _safe_name(name)),
         )
         result = train(expert_config, env_factory=env_factory)
+        if result.interrupted:  # its checkpoint resumes it; the expert is not finished
+            logger.warning("expert %s interrupted at step %d", name, result.global_step)
+            break
         path = root / f"{_safe_name(name)}.pt"
         save_atomic(
             {

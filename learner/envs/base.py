@@ -35,6 +35,9 @@ class EpisodeEnd:
     """(T,) mean over the episode of each reward term of the active clip."""
     term_m2: np.ndarray
     """(T,) sum of squared deviations of each term (for the Chan et al. merge)."""
+    terminated: bool = False
+    """The episode ended by a termination (a fall, straying from the reference), not by
+    reaching its time limit or the end of its clip."""
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class EpisodeStats:
                     term_count=steps,
                     term_mean=self.term_mean[i].copy(),
                     term_m2=self.term_m2[i].copy(),
+                    terminated=bool(fell[i]),
                 )
             )
         return ends

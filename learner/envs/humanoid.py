@@ -7,9 +7,11 @@ Implements ``learner.envs.base.VecMultiClipEnv`` (``HumanoidVecEnv``) and a sing
   joints with per-axis position servos). The N characters live in one MuJoCo model, each
   in its own lane, touching only the floor, so one ``mj_step(nstep=substeps)`` advances
   them all and every state read is a view of shape (N, ...).
-- Control: 30 Hz over a 240 Hz simulation (8 substeps). The action in [-1, 1]^28 maps
-  linearly onto each servo's PD-target range (``ctrlrange``: DeepMimic's joint limits;
-  rotation-vector components for ball joints, angles for hinges).
+- Control: 30 Hz over a 240 Hz simulation (8 substeps). The action in [-1, 1]^28 is
+  a PD target per servo (rotation-vector components for ball joints, angles for hinges):
+  ``absolute``, 0 = the rest pose and +-1 = +-max |joint limit|; ``residual`` (default),
+  the same offsets around the active clip's pose one step ahead. Targets are clipped to
+  ``ctrlrange`` (DeepMimic's joint limits).
 - Clips: by default the design note's five (``learner.clips.five_clip_example``: Idle,
   Walk, Back, Run, Sprint) from ``pybullet_data`` when installed, else the built-in
   synthetic gaits; or names of those five, or paths of clip files, or ``MotionClip``s.
@@ -21,31 +23,34 @@ Implements ``learner.envs.base.VecMultiClipEnv`` (``HumanoidVecEnv``) and a sing
 - Reward: DeepMimic's pose, velocity, end-effector and root terms (``learner.rewards``)
   against every clip, heading-invariant (see ``learner.humanoid.tracked_state``); the
   active clip's weighted sum is the step reward.
-- Termination: a fall, when the root, chest or head sphere touches the ground (DeepMimic's
-  fall-contact bodies), or a non-finite state; truncation at ``max_episode_steps``.
+- Termination: any body but the feet touching the floor (DeepMimic's fall contact,
+  MimicKit's contact termination; clips in ``contact_free_clips`` are exempt), a wrist or
+  ankle more than ``pose_termination_distance`` from its reference or the root height more
+  than ``root_height_termination`` off (MimicKit's pose termination, tighter), or a
+  non-finite state. Truncation at ``max_episode_steps`` and, for clips that do not loop,
+  at the clip's last frame.
 - Observation: tracked features (51) and tracked quaternions with w >= 0 (36), the active
-  clip's phase as (sin, cos), then optionally the clip one-hot and its mean forward speed
-  (design note §5).
+  clip's phase as (sin, cos), the active clip's reference (the same 87 numbers) at each
+  of ``future_frames`` control steps ahead, then optionally the clip one-hot and its mean
+  forward speed (design note §5).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, fields
+from typing import Literal
 
 import mujoco
 import numpy as np
 
+from learner import clip_library
 from learner import humanoid as hm
 from learner import quaternions as quat
 from learner.clips import (
-    FIVE_CLIPS,
     MotionClip,
     ReferenceTable,
-    five_clip_example,
-    load_clip,
     reference_table,
 )
 from learner.envs.base import EpisodeEnd, NextClip, VecStep
@@ -69,27 +74,62 @@ STATE_DIM = hm.NUM_TRACKED_FEATURES + 4 * len(hm.TRACKED_QUATS)
 # --------------------------------------------------------------------------------------
 
 
+ActionMode = Literal["absolute", "residual"]
+
+
 @dataclass(frozen=True)
 class TermScales:
-    """The k of each term, r = exp(-k * err), and the weights inside the root error."""
+    """The k of each term, r = exp(-k * err), and the weights inside the root error.
+
+    Defaults are those of DeepMimic's released code (``SceneImitate.cpp``), not of the
+    paper's printed equations: joint errors are weighted by the character's DiffWeights
+    normalised to sum to 1 (``learner.humanoid.JOINT_WEIGHTS``), so the pose error is a
+    weighted mean; the end-effector scale is 40 on the mean over 4 end effectors (10 on
+    the sum); the root error is 5 (dh^2 + 0.1 tilt^2 + 0.01 |dv|^2 + 0.001 |dw|^2).
+    """
 
     pose: float = 2.0
-    """k of the pose term: err = sum over ball joints and hinges of angle error^2 (rad^2)."""
+    """k of the pose term: err = sum_j wbar_j angle_j^2 over ball joints, hinges and the
+    root's tilt (rad^2); wbar = the normalised joint weights."""
     velocity: float = 0.1
-    """k of the velocity term: err = sum over the 28 joint dofs of (w - w^)^2 ((rad/s)^2)."""
-    end_effector: float = 40.0
+    """k of the velocity term: err = sum_j wbar_j |w_j - w^_j|^2 over the joints' dofs."""
+    end_effector: float = 10.0
     """k of the end-effector term: err = sum over wrists and ankles of |p - p^|^2 (m^2),
     positions relative to the root in the heading frame."""
-    root: float = 1.0
+    root: float = 5.0
     """k of the root term: err = w_h dh^2 + w_t tilt^2 + w_v |dv|^2 + w_w |dw|^2."""
-    root_height_weight: float = 20.0
+    root_height_weight: float = 1.0
     """w_h: squared root height error (m^2)."""
-    root_tilt_weight: float = 2.0
+    root_tilt_weight: float = 0.1
     """w_t: squared angle between the root tilts (heading removed, rad^2)."""
-    root_velocity_weight: float = 2.0
+    root_velocity_weight: float = 0.01
     """w_v: squared root linear velocity error in the heading frame ((m/s)^2)."""
-    root_angular_velocity_weight: float = 0.1
+    root_angular_velocity_weight: float = 0.001
     """w_w: squared root angular velocity error in the root frame ((rad/s)^2)."""
+    joint_weights: bool = True
+    """Weight joints by DeepMimic's normalised DiffWeights; False = every joint weight 1
+    (the paper's unweighted sums, with the root tilt left out of the pose term)."""
+
+    @classmethod
+    def from_sequence(cls, values: Sequence[float]) -> TermScales:
+        """The first len(values) fields in declaration order (pose, velocity, end_effector,
+        root, root_height_weight, ...); the rest keep their defaults."""
+        names = [f.name for f in fields(cls) if f.name != "joint_weights"]
+        if len(values) > len(names):
+            raise ValueError(f"term scales take at most {len(names)} values: {names}")
+        if any(not np.isfinite(v) or v < 0 for v in values):
+            raise ValueError(f"term scales must be finite and >= 0, got {list(values)}")
+        return cls(**dict(zip(names, (float(v) for v in values), strict=False)))
+
+
+DEFAULT_CONTACT_FREE_CLIPS: tuple[str, ...] = (
+    "getup_faceup",
+    "getup_facedown",
+    "roll",
+    "crawl",
+)
+"""Clips whose motion puts more than the feet on the floor (pybullet's DeepMimic names):
+non-foot contact does not end their episodes; straying from the reference still does."""
 
 
 @dataclass(frozen=True)
@@ -101,15 +141,18 @@ class HumanoidConfig:
     substeps: int = 8
     """MuJoCo steps per control step (physics dt = 1 / (control_hz * substeps))."""
     max_episode_steps: int = 300
-    """Control steps before an episode is truncated."""
+    """Control steps before an episode is truncated (300 = 10 s, DeepMimic's and
+    MimicKit's episode length)."""
     skill_one_hot: bool = True
     """Append the active clip's one-hot to the observation (design note §5)."""
     speed_target: bool = False
     """Append the active clip's mean forward speed (m/s) to the observation (§5)."""
     success_threshold: float = 0.5
-    """An episode succeeds when it did not fall and its mean active-clip reward is >= this."""
-    term_weights: tuple[float, float, float, float] = (0.65, 0.1, 0.15, 0.1)
-    """DeepMimic weights of the pose, velocity, end_effector and root terms (sum to 1)."""
+    """An episode succeeds when it ran to its end (time limit or, for a clip that does not
+    loop, the clip's end) without a termination and its mean active-clip reward is >= this."""
+    term_weights: tuple[float, float, float, float] = (0.5, 0.1, 0.15, 0.25)
+    """Weights of the pose, velocity, end_effector and root terms (sum to 1): MimicKit's
+    pose 0.5, velocity 0.1, key bodies 0.15, root pose + root velocity 0.25."""
     term_scales: TermScales = field(default_factory=TermScales)
     """The k of each term and the root error's weights."""
     reference_hz: float = 120.0
@@ -119,8 +162,30 @@ class HumanoidConfig:
     installed else the built-in synthetic gaits; "builtin"; or a directory of clip files."""
     sprint_rate: float = 1.4
     """Sprint = Run played this many times faster."""
-    fall_margin: float = 0.005
-    """A fall-contact sphere closer than this to the ground ends the episode (m)."""
+    contact_termination: bool = True
+    """End the episode when any body but the feet touches the floor (DeepMimic's fall
+    contact bodies, MimicKit's contact termination)."""
+    contact_free_clips: tuple[str, ...] = DEFAULT_CONTACT_FREE_CLIPS
+    """Clips exempt from the contact termination (getups, rolls, crawls)."""
+    pose_termination_distance: float | None = 0.5
+    """End the episode when a wrist or ankle is further than this from its reference
+    position (relative to the root, heading frame, m); None = off. MimicKit ends at 1 m
+    on any body; 0.5 m on the end effectors cuts off hopeless episodes sooner."""
+    root_height_termination: float | None = 0.3
+    """... or when the root height is further than this from the reference's (m)."""
+    end_with_clip: bool = True
+    """A clip that does not loop ends its episode at its last frame (as DeepMimic does),
+    counted as a time limit, not a fall."""
+    action_mode: ActionMode = "residual"
+    """absolute: the action is the PD target, 0 = the rest pose (identity rotations, zero
+    hinge angles), +-1 = +-max |joint limit| per axis (DeepMimic centres spherical joints
+    at 0 too); residual: PD target = the reference pose one step ahead + the same scale *
+    action, so 0 plays the clip through the servos and the policy learns corrections."""
+    action_scale: float = 1.0
+    """Multiplies the half-range of every axis in both action modes."""
+    future_frames: tuple[int, ...] = (1, 2, 3)
+    """Control steps ahead at which the active clip's reference (tracked features and
+    quaternions) is appended to the observation (MimicKit's target poses); () = none."""
     lane_spacing: float = 2.0
     """Distance in y between the characters' start positions (m)."""
 
@@ -134,6 +199,16 @@ class HumanoidConfig:
             raise ValueError("term_weights needs 4 non-negative values")
         if not np.isclose(weights.sum(), 1.0):
             raise ValueError(f"term_weights must sum to 1, got {weights.sum()}")
+        if self.action_mode not in ("absolute", "residual"):
+            raise ValueError(f"action_mode must be absolute or residual, got {self.action_mode!r}")
+        if not self.action_scale > 0:
+            raise ValueError("action_scale must be positive")
+        if any(k < 1 for k in self.future_frames):
+            raise ValueError("future_frames are control steps ahead, each >= 1")
+        for name in ("pose_termination_distance", "root_height_termination"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, got {value}")
 
     @property
     def control_dt(self) -> float:
@@ -147,15 +222,25 @@ class HumanoidConfig:
 
 
 def reward_scales(scales: TermScales) -> tuple[np.ndarray, np.ndarray]:
-    """The (F, T) feature and (Q, T) quaternion coefficients of ``learner.rewards``."""
+    """The (F, T) feature and (Q, T) quaternion coefficients of ``learner.rewards``.
+
+    Pose: k_pose * wbar_j on each hinge angle and ball-joint (and root tilt) angle;
+    velocity: k_vel * wbar_j on each of joint j's dofs; with ``joint_weights`` off every
+    wbar_j is 1 and the root tilt stays out of the pose term.
+    """
     f = hm.TRACKED_FEATURES
     pose, velocity, end_effector, root = range(len(TERM_NAMES))
+    if scales.joint_weights:
+        hinge_w, dof_w, ball_w, tilt_w = hm.joint_weight_vectors()
+    else:
+        hinge_w = np.ones(hm.NUM_HINGES)
+        dof_w = np.ones(hm.NUM_ACTUATORS)
+        ball_w = np.ones(hm.NUM_BALLS)
+        tilt_w = 0.0
     feature_scale = scale_matrix(
         hm.NUM_TRACKED_FEATURES,
         len(TERM_NAMES),
         [
-            (f["hinge_angles"], pose, scales.pose),
-            (f["joint_velocities"], velocity, scales.velocity),
             (f["end_effectors"], end_effector, scales.end_effector),
             (f["root_height"], root, scales.root * scales.root_height_weight),
             (f["root_velocity"], root, scales.root * scales.root_velocity_weight),
@@ -166,41 +251,20 @@ def reward_scales(scales: TermScales) -> tuple[np.ndarray, np.ndarray]:
             ),
         ],
     )
-    balls = slice(0, hm.NUM_BALLS)
-    quat_scale = scale_matrix(
-        len(hm.TRACKED_QUATS),
-        len(TERM_NAMES),
-        [
-            (balls, pose, scales.pose),
-            (hm.NUM_BALLS, root, scales.root * scales.root_tilt_weight),
-        ],
-    )
+    feature_scale[f["hinge_angles"], pose] += scales.pose * hinge_w
+    feature_scale[f["joint_velocities"], velocity] += scales.velocity * dof_w
+    quat_scale = np.zeros((len(hm.TRACKED_QUATS), len(TERM_NAMES)))
+    quat_scale[: hm.NUM_BALLS, pose] = scales.pose * ball_w
+    quat_scale[hm.NUM_BALLS, pose] = scales.pose * tilt_w
+    quat_scale[hm.NUM_BALLS, root] = scales.root * scales.root_tilt_weight
     return feature_scale, quat_scale
 
 
 def resolve_clips(
     clips: Sequence[str | MotionClip] | None, config: HumanoidConfig
 ) -> list[MotionClip]:
-    """Clips from names of the five-clip example, clip file paths, or ``MotionClip``s."""
-    wanted = list(clips) if clips else list(FIVE_CLIPS)
-    library: dict[str, MotionClip] = {}
-    resolved: list[MotionClip] = []
-    for clip in wanted:
-        if isinstance(clip, MotionClip):
-            resolved.append(clip)
-        elif clip in FIVE_CLIPS:
-            if not library:
-                example = five_clip_example(config.clip_source, config.sprint_rate)
-                library = {c.name: c for c in example}
-            resolved.append(library[clip])
-        elif Path(clip).is_file():
-            resolved.append(load_clip(clip))
-        else:
-            raise ValueError(f"unknown clip {clip!r}: expected one of {FIVE_CLIPS} or a clip file")
-    names = [c.name for c in resolved]
-    if len(set(names)) != len(names):
-        raise ValueError(f"clip names must be unique, got {names}")
-    return resolved
+    """Clips from file paths, clip names or ``MotionClip``s (``learner.clip_library``)."""
+    return clip_library.resolve_clips(clips, config.clip_source, config.sprint_rate)
 
 
 # --------------------------------------------------------------------------------------
@@ -229,7 +293,8 @@ class HumanoidVecEnv:
         self.clip_names = [clip.name for clip in self.clips]
         k = len(self.clips)
         self.action_dim = hm.NUM_ACTUATORS
-        self.obs_dim = STATE_DIM + 2 + (k if self.config.skill_one_hot else 0)
+        self.obs_dim = STATE_DIM * (1 + len(self.config.future_frames)) + 2
+        self.obs_dim += k if self.config.skill_one_hot else 0
         self.obs_dim += 1 if self.config.speed_target else 0
         self.term_weights = np.asarray(self.config.term_weights, dtype=np.float64)
         self._next_clip = next_clip
@@ -251,6 +316,10 @@ class HumanoidVecEnv:
         self._ref_quats = np.concatenate([t.quats for t in self.tables])
         self._ref_qpos = np.concatenate([t.qpos for t in self.tables])
         self._ref_qvel = np.concatenate([t.qvel for t in self.tables])
+        self._ref_targets = hm.pd_targets(self._ref_qpos)
+        self._ref_quats_canonical = quat.canonical(self._ref_quats).reshape(
+            len(self._ref_quats), -1
+        )
         self._speeds = np.array([t.mean_forward_speed for t in self.tables])
         self._feature_scale, self._quat_scale = reward_scales(self.config.term_scales)
         self._env_rows = np.arange(num_envs)
@@ -268,13 +337,27 @@ class HumanoidVecEnv:
         self._sites = np.array(
             [[self.model.site(f"h{i}/{s}").id for s in hm.END_EFFECTORS] for i in range(num_envs)]
         )
-        self._fall_geoms = np.array(
-            [[self.model.geom(f"h{i}/{g}").id for g in hm.FALL_GEOMS] for i in range(num_envs)]
+        # geom id -> the character it belongs to (-1: the floor) and whether it is a foot
+        self._geom_env = np.full(self.model.ngeom, -1, dtype=np.int64)
+        self._geom_is_foot = np.zeros(self.model.ngeom, dtype=bool)
+        for g in range(self.model.ngeom):
+            name = self.model.geom(g).name
+            if name.startswith("h") and "/" in name:
+                lane, part = name.split("/", 1)
+                self._geom_env[g] = int(lane[1:])
+                self._geom_is_foot[g] = part in hm.FEET
+        self._contact_free = np.array(
+            [clip.name in self.config.contact_free_clips for clip in self.clips]
         )
-        self._fall_radius = self.model.geom_size[self._fall_geoms[0], 0]
         low, high = self.model.actuator_ctrlrange[: hm.NUM_ACTUATORS].T
-        self._action_center = 0.5 * (low + high)
-        self._action_half = 0.5 * (high - low)
+        self._ctrl_low, self._ctrl_high = low, high
+        # absolute: target = half * a around the rest pose (0), half = max |limit| per axis
+        self._action_half = self.config.action_scale * np.maximum(np.abs(low), np.abs(high))
+        ee = hm.TRACKED_FEATURES["end_effectors"]
+        self._ee_columns = np.arange(ee.start, ee.stop).reshape(len(hm.END_EFFECTORS), 3)
+        self._root_height_column = hm.TRACKED_FEATURES["root_height"].start
+        self.termination_counts: dict[str, int] = {"contact": 0, "pose": 0, "unstable": 0}
+        """Episodes ended by each termination rule since the env was built."""
         self._lanes = np.stack(
             [np.zeros(num_envs), self.config.lane_spacing * np.arange(num_envs)], axis=1
         )
@@ -293,11 +376,25 @@ class HumanoidVecEnv:
 
     # --- reference lookup -----------------------------------------------------------
 
-    def clip_phases(self) -> np.ndarray:
-        """(N, K) phase fraction of every clip: phase0 + elapsed / duration_k, wrapped or held."""
-        elapsed = self.steps * self.config.control_dt
+    def clip_phases(self, ahead: int = 0) -> np.ndarray:
+        """(N, K) phase fraction of every clip ``ahead`` control steps from now:
+        phase0 + elapsed / duration_k, wrapped (looping clips) or held at 1."""
+        elapsed = (self.steps + ahead) * self.config.control_dt
         raw = self.phase0[:, None] + elapsed[:, None] / self._durations[None, :]
         return np.where(self._loop[None, :], raw % 1.0, np.minimum(raw, 1.0))
+
+    def active_rows(self, ahead: int = 0) -> np.ndarray:
+        """(N,) table rows of each env's active clip ``ahead`` control steps from now."""
+        elapsed = (self.steps + ahead) * self.config.control_dt
+        raw = self.phase0 + elapsed / self._durations[self.clip]
+        phase = np.where(self._loop[self.clip], raw % 1.0, np.minimum(raw, 1.0))
+        return self._table_rows(phase, self.clip)
+
+    def clip_ended(self) -> np.ndarray:
+        """(N,) True where the active clip does not loop and its last frame has passed."""
+        elapsed = self.steps * self.config.control_dt
+        raw = self.phase0 + elapsed / self._durations[self.clip]
+        return ~self._loop[self.clip] & (raw >= 1.0)
 
     def _table_rows(self, phases: np.ndarray, clip_ids: np.ndarray | slice) -> np.ndarray:
         """Global table rows of the nearest reference frame at the given phases."""
@@ -329,14 +426,24 @@ class HumanoidVecEnv:
             self._quat_scale,
         ).astype(np.float32)
 
+    def _action_center(self) -> np.ndarray:
+        """(N, 28) PD targets at action 0: the rest pose, or the reference one step ahead."""
+        if self.config.action_mode == "residual":
+            return self._ref_targets[self.active_rows(1)]
+        return np.zeros((self.num_envs, hm.NUM_ACTUATORS))
+
+    def pd_targets(self, actions: np.ndarray) -> np.ndarray:
+        """(N, 28) servo targets of (N, 28) actions: clip(center + half * a, ctrlrange)."""
+        a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
+        targets = self._action_center() + self._action_half * a
+        return np.clip(targets, self._ctrl_low, self._ctrl_high)
+
     def reference_actions(self) -> np.ndarray:
-        """(N, 28) actions whose PD targets are the active clips' poses one step ahead."""
-        elapsed = (self.steps + 1) * self.config.control_dt
-        raw = self.phase0 + elapsed / self._durations[self.clip]
-        phase = np.where(self._loop[self.clip], raw % 1.0, np.minimum(raw, 1.0))
-        rows = self._table_rows(phase, self.clip)
-        targets = hm.pd_targets(self._ref_qpos[rows])
-        return np.clip((targets - self._action_center) / self._action_half, -1.0, 1.0)
+        """(N, 28) actions whose PD targets are the active clips' poses one step ahead
+        (all zeros in residual mode)."""
+        targets = self._ref_targets[self.active_rows(1)]
+        center = self._action_center()
+        return np.clip((targets - center) / self._action_half, -1.0, 1.0)
 
     # --- observation ----------------------------------------------------------------
 
@@ -353,6 +460,13 @@ class HumanoidVecEnv:
         obs[:, STATE_DIM] = np.sin(2 * np.pi * phase)
         obs[:, STATE_DIM + 1] = np.cos(2 * np.pi * phase)
         col = STATE_DIM + 2
+        for ahead in self.config.future_frames:
+            rows = self.active_rows(ahead)
+            obs[:, col : col + hm.NUM_TRACKED_FEATURES] = self._ref_features[rows]
+            col += hm.NUM_TRACKED_FEATURES
+            quat_dim = STATE_DIM - hm.NUM_TRACKED_FEATURES
+            obs[:, col : col + quat_dim] = self._ref_quats_canonical[rows]
+            col += quat_dim
         if self.config.skill_one_hot:
             k = len(self.clips)
             obs[:, col : col + k] = self._one_hot[self.clip]
@@ -414,26 +528,27 @@ class HumanoidVecEnv:
 
     def step(self, actions: np.ndarray) -> VecStep:
         """Apply (N, 28) actions in [-1, 1] as PD targets and advance one control step."""
-        a = np.clip(np.asarray(actions, dtype=np.float64), -1.0, 1.0)
-        self._ctrl[:] = self._action_center + self._action_half * a
+        self._ctrl[:] = self.pd_targets(actions)
         mujoco.mj_step(self.model, self.data, nstep=self.config.substeps)
         mujoco.mj_kinematics(self.model, self.data)
 
         feats, quats = self.state()
-        phases = self.clip_phases()
+        # the characters are one control step past the slots' step counts (add() below
+        # counts it): compare them with the reference at that time
+        phases = self.clip_phases(ahead=1)
         clip_terms = self.current_terms((feats, quats), phases)
         active = clip_terms[self._env_rows, self.clip].astype(np.float64)  # (N, T)
         active_reward = weighted_reward(active, self.term_weights)
         self._episodes.add(active, active_reward)
 
-        heights = self.data.geom_xpos[self._fall_geoms, 2] - self._fall_radius
-        terminated = (heights < self.config.fall_margin).any(axis=1) | ~np.isfinite(feats).all(
-            axis=1
-        )
+        terminated = self._terminations(feats, phases)
         if self._simulation_was_reset():  # every character was put back at qpos0
             logger.warning("MuJoCo reported an unstable simulation; ending every episode")
             terminated[:] = True
-        truncated = (self.steps >= self.config.max_episode_steps) & ~terminated
+        time_up = self.steps >= self.config.max_episode_steps
+        if self.config.end_with_clip:
+            time_up |= self.clip_ended()
+        truncated = time_up & ~terminated
         obs = self._observe(feats, quats, phases)
         final_obs = obs
         clip_ids = self.clip.copy()
@@ -458,6 +573,41 @@ class HumanoidVecEnv:
             final_obs=final_obs,
             episodes=episodes,
         )
+
+    def non_foot_contacts(self) -> np.ndarray:
+        """(N,) True where a geom of the character other than its feet touches the floor."""
+        touching = np.zeros(self.num_envs, dtype=bool)
+        ncon = self.data.ncon
+        if ncon:
+            pairs = self.data.contact.geom[:ncon].reshape(-1)  # (2 * ncon,)
+            env = self._geom_env[pairs]
+            hit = (env >= 0) & ~self._geom_is_foot[pairs]
+            touching[env[hit]] = True
+        return touching
+
+    def _terminations(self, feats: np.ndarray, phases: np.ndarray) -> np.ndarray:
+        """(N,) episodes that end now: non-foot contact (clips not exempt), an end effector
+        or the root height too far from the reference, or a non-finite state."""
+        c = self.config
+        contact = np.zeros(self.num_envs, dtype=bool)
+        if c.contact_termination:
+            contact = self.non_foot_contacts() & ~self._contact_free[self.clip]
+        pose = np.zeros(self.num_envs, dtype=bool)
+        if c.pose_termination_distance is not None or c.root_height_termination is not None:
+            rows = self._table_rows(phases[self._env_rows, self.clip], self.clip)
+            ref = self._ref_features[rows]
+            if c.pose_termination_distance is not None:
+                diff = feats[:, self._ee_columns] - ref[:, self._ee_columns]
+                distance = np.sqrt((diff * diff).sum(axis=-1)).max(axis=1)
+                pose |= distance > c.pose_termination_distance
+            if c.root_height_termination is not None:
+                column = self._root_height_column
+                pose |= np.abs(feats[:, column] - ref[:, column]) > c.root_height_termination
+        unstable = ~np.isfinite(feats).all(axis=1)
+        self.termination_counts["contact"] += int(contact.sum())
+        self.termination_counts["pose"] += int((pose & ~contact).sum())
+        self.termination_counts["unstable"] += int(unstable.sum())
+        return contact | pose | unstable
 
     def close(self) -> None:
         """Nothing to release (MuJoCo frees the model and data with the object)."""

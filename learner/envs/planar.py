@@ -527,23 +527,25 @@ class PlanarVecEnv:
 
     # --- reference lookup -----------------------------------------------------------
 
-    def clip_phases(self) -> np.ndarray:
-        """(N, K) phase fraction of every clip: (phase0 + elapsed / period_k) mod 1."""
-        elapsed = self.steps * self.config.control_dt
+    def clip_phases(self, ahead: int = 0) -> np.ndarray:
+        """(N, K) phase fraction of every clip ``ahead`` control steps from now:
+        (phase0 + elapsed / period_k) mod 1."""
+        elapsed = (self.steps + ahead) * self.config.control_dt
         return (self.phase0[:, None] + elapsed[:, None] / self._periods[None, :]) % 1.0
 
     def _frame_index(self, phases: np.ndarray) -> np.ndarray:
         """Nearest reference frame of phase fractions."""
         return np.rint(phases * self._frames).astype(np.int64) % self._frames
 
-    def reference(self) -> np.ndarray:
-        """(N, K, F) reference features of every clip at its current phase."""
-        return self._table[self._clip_axis, self._frame_index(self.clip_phases())]
+    def reference(self, ahead: int = 0) -> np.ndarray:
+        """(N, K, F) reference features of every clip ``ahead`` control steps from now."""
+        return self._table[self._clip_axis, self._frame_index(self.clip_phases(ahead))]
 
-    def current_terms(self, feats: np.ndarray | None = None) -> np.ndarray:
-        """(N, K, T) float32 per-term rewards of the current state against every clip."""
+    def current_terms(self, feats: np.ndarray | None = None, ahead: int = 0) -> np.ndarray:
+        """(N, K, T) float32 per-term rewards of the current state against every clip at the
+        reference ``ahead`` control steps from the slots' step counts."""
         state = self.state_features() if feats is None else feats
-        return tracking_terms(state, self.reference(), self._scale).astype(np.float32)
+        return tracking_terms(state, self.reference(ahead), self._scale).astype(np.float32)
 
     # --- state and observation ------------------------------------------------------
 
@@ -641,7 +643,9 @@ class PlanarVecEnv:
         mujoco.mj_step(self.model, self.data, nstep=self.config.substeps)
 
         feats = self.state_features()
-        clip_terms = self.current_terms(feats)
+        # the walkers are one control step past the slots' step counts (add() below counts
+        # it): compare them with the reference at that time
+        clip_terms = self.current_terms(feats, ahead=1)
         active = clip_terms[self._rows, self.clip].astype(np.float64)  # (N, T)
         active_reward = weighted_reward(active, self.term_weights)
         self._episodes.add(active, active_reward)

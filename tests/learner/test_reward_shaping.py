@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from learner.clip_source import ActorConfig
-from learner.reward_shaping import RewardShaper, ShapingSettings, pooled_moments
+from learner.reward_shaping import RewardShaper, ShapingSettings, pooled_moments, squash
 from scheduler_service.algorithms.aggregation import aggregate
 from scheduler_service.algorithms.normalizers import Moments
 
@@ -120,7 +120,8 @@ def test_reward_aggregates_the_normalised_clip_rewards(kind: str) -> None:
     s.set_actor_config(config)
     out = s(terms, np.zeros(6, dtype=np.int64))
     expected = aggregate(out.clip_rewards.astype(np.float64), kind, config.reward_weights, 0.3, 0.5)  # type: ignore[arg-type]
-    np.testing.assert_allclose(out.reward, expected, rtol=1e-5)
+    # z-scored aggregates are squashed into (0, 1) so that the reward stays positive
+    np.testing.assert_allclose(out.reward, squash(expected), rtol=1e-5)
     assert out.reward.shape == (6,) and out.reward.dtype == np.float32
 
 
@@ -135,8 +136,8 @@ def test_aggregation_override_beats_the_scheduler_choice() -> None:
     expected = aggregate(
         out.clip_rewards.astype(np.float64), "lse", config.reward_weights, 0.1, 0.5
     )
-    np.testing.assert_allclose(out.reward, expected, rtol=1e-5)
-    np.testing.assert_allclose(plain(terms, ids).reward, out.clip_rewards.max(1), rtol=1e-5)
+    np.testing.assert_allclose(out.reward, squash(expected), rtol=1e-5)
+    np.testing.assert_allclose(plain(terms, ids).reward, squash(out.clip_rewards.max(1)), rtol=1e-5)
 
 
 def test_active_clip_source_rewards_only_the_active_clip() -> None:
@@ -145,7 +146,7 @@ def test_active_clip_source_rewards_only_the_active_clip() -> None:
     s.set_actor_config(actor_config())
     ids = np.array([1, 0, 1])
     out = s(terms, ids)
-    np.testing.assert_allclose(out.reward, out.clip_rewards[np.arange(3), ids])
+    np.testing.assert_allclose(out.reward, squash(out.clip_rewards[np.arange(3), ids]), rtol=1e-6)
 
 
 def test_alive_bonus_is_added_to_every_step() -> None:
@@ -166,3 +167,22 @@ def test_shaper_rejects_normalisers_of_other_terms() -> None:
 def test_shaper_refuses_to_run_without_an_actor_config() -> None:
     with pytest.raises(RuntimeError):
         shaper()(terms_at_clip_means(), np.array([0]))
+
+
+def test_squash_is_a_stable_sigmoid() -> None:
+    x = np.array([-1e4, -3.0, 0.0, 3.0, 1e4], dtype=np.float32)
+    y = squash(x)
+    np.testing.assert_allclose(
+        y, [0.0, 1.0 / (1.0 + np.exp(3.0)), 0.5, 1.0 / (1.0 + np.exp(-3.0)), 1.0], atol=1e-7
+    )
+    assert np.all(np.isfinite(y)) and np.all(np.diff(y) >= 0)
+
+
+@pytest.mark.parametrize("normalization", ["per_clip", "global", "none"])
+@pytest.mark.parametrize("kind", ["max", "lse", "threshold"])
+def test_training_reward_is_never_negative(normalization: str, kind: str) -> None:
+    terms = np.random.default_rng(5).uniform(size=(64, 2, 2)).astype(np.float32)
+    s = shaper(normalization=normalization)
+    s.set_actor_config(actor_config(kind, weights=(0.6, 0.4)))
+    reward = s(terms, np.zeros(64, dtype=np.int64)).reward
+    assert np.all(reward >= 0.0) and np.all(reward <= 1.0 + 1e-6)
