@@ -58,29 +58,15 @@ logger = logging.getLogger("bench_time_to_skill")
 # Settings and goals (edit here)
 # --------------------------------------------------------------------------------------
 
-EXPERT_SETTINGS: dict[str, Any] = {
-    "reward_source": "active_clip",
-    "normalization": "none",
-    "alive_bonus": 0.0,
-    "num_envs": 16,
-    "rollout_steps": 128,
-}
-"""TrainConfig fields of a single-clip expert (the rest are TrainConfig's defaults)."""
+PLANAR_SETTINGS: dict[str, Any] = {"eval_every": 10}
+"""Planar single-clip experts: the env's defaults (``TrainConfig.for_env``: 16 envs x 128
+steps = 2,048 steps per update), an evaluation every 20,480 steps. A single-clip run is
+paid its clip's raw tracking reward (z-scores exist to compare clips)."""
 
-PLANAR_SETTINGS: dict[str, Any] = {**EXPERT_SETTINGS, "eval_every": 10}
-"""Planar single-clip experts: 2,048 steps per update, an evaluation every 20,480 steps."""
-
-HUMANOID_SETTINGS: dict[str, Any] = {
-    **EXPERT_SETTINGS,
-    "eval_every": 25,
-    "gamma": 0.95,
-    "init_log_std": -3.0,
-    "learn_std": False,
-    "entropy_floor": None,
-    "learning_rate": 5e-5,
-    # the other candidate: "learning_rate": 1e-4, "desired_kl": 0.02,
-}
-"""The humanoid walk expert (fixed exploration noise as DeepMimic/MimicKit)."""
+HUMANOID_SETTINGS: dict[str, Any] = {"eval_every": 25}
+"""The humanoid walk expert: the env's defaults (fixed exploration std 0.05, gamma 0.95,
+Adam 5e-5, residual PD targets, contact and pose termination), an evaluation every 51,200
+steps."""
 
 SHIPPED_WALK = "walk"
 """The humanoid walk as a shipped clip name (``learner/data/motions/humanoid3d_walk.txt``)."""
@@ -344,8 +330,8 @@ def train_until_skill(
 def train_command(config: TrainConfig, always: typing.Iterable[str] = ()) -> str:
     """The ``clipsched train`` command of a config: the fields named in ``always`` and
     every other field that differs from the defaults."""
-    defaults = TrainConfig()
-    keep = set(always)
+    defaults = TrainConfig.for_env(config.env)
+    keep = {"env", *always}
     parts = [".venv/bin/clipsched", "train"]
     for f in fields(TrainConfig):
         value = getattr(config, f.name)
@@ -387,8 +373,7 @@ def clip_config(
     env: str, clip: str, settings: dict[str, Any], runs_dir: Path, max_steps: int | None
 ) -> TrainConfig:
     """The single-clip expert's config for one clip."""
-    return TrainConfig().with_overrides(
-        env=env,
+    return TrainConfig.for_env(env).with_overrides(
         **{"progress": False, **settings},
         clips=[clip],
         log_dir=str(runs_dir),

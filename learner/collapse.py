@@ -101,7 +101,10 @@ class Budget:
     """Steps and sizes shared by every arm."""
 
     env: str = "planar"
-    steps_per_arm: int = 250_000
+    steps_per_arm: int = 5_000_000
+    """Env steps of every arm and seed (the shared policy sees ~1M per clip)."""
+    expert_steps: int = 1_000_000
+    """Env steps of each single-clip expert."""
     num_envs: int = 16
     rollout_steps: int = 128
     eval_steps: int = 310
@@ -156,8 +159,8 @@ def scheduler_process(db: Path, log: Path) -> Iterator[str]:
 def _train_config(budget: Budget, seed: int, run_dir: Path, **overrides: Any) -> Any:
     from learner.config import TrainConfig
 
-    return TrainConfig(
-        env=budget.env,  # type: ignore[arg-type]
+    return TrainConfig.for_env(
+        budget.env,
         num_envs=budget.num_envs,
         rollout_steps=budget.rollout_steps,
         total_steps=budget.steps_per_arm,
@@ -294,7 +297,9 @@ def run_experts(budget: Budget, results: Path) -> dict[str, Any]:
     path = results / "experts.json"
     if path.exists():
         return dict(json.loads(path.read_text(encoding="utf-8")))
-    config = _train_config(budget, 0, results / "experts")
+    config = _train_config(budget, 0, results / "experts").with_overrides(
+        total_steps=budget.expert_steps
+    )
     started = time.perf_counter()
     train_experts(config, results / "experts")
     from learner.models import ModelConfig
@@ -364,6 +369,7 @@ def add_experiment_command(subparsers: argparse._SubParsersAction[argparse.Argum
     defaults = Budget()
     collapse.add_argument("--env", choices=("planar", "humanoid"), default=defaults.env)
     collapse.add_argument("--steps-per-arm", type=int, default=defaults.steps_per_arm)
+    collapse.add_argument("--expert-steps", type=int, default=defaults.expert_steps)
     collapse.add_argument("--num-envs", type=int, default=defaults.num_envs)
     collapse.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     collapse.add_argument("--arms", default=",".join(ARMS), help="comma-separated arm names")
@@ -385,10 +391,15 @@ def _run_from_args(args: argparse.Namespace) -> int:
 
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
-    if unknown or args.seeds < 1 or args.steps_per_arm < 1:
+    if unknown or args.seeds < 1 or args.steps_per_arm < 1 or args.expert_steps < 1:
         print(f"unknown arms {unknown} (known: {', '.join(ARMS)}) or bad budget", file=sys.stderr)
         return 2
-    budget = Budget(env=args.env, steps_per_arm=args.steps_per_arm, num_envs=args.num_envs)
+    budget = Budget(
+        env=args.env,
+        steps_per_arm=args.steps_per_arm,
+        expert_steps=args.expert_steps,
+        num_envs=args.num_envs,
+    )
     command = " ".join(["clipsched", *sys.argv[1:]])
     if not args.report_only:
         started = time.time()

@@ -33,7 +33,12 @@ class TrainConfig:
     env: EnvKind = "planar"
     """Which character: the cheap planar walker or the MuJoCo humanoid."""
     clips: tuple[str, ...] = ()
-    """Clip names to train on; empty = the env's default set (the note's five)."""
+    """Clip names or files to train on (``clipsched clips list`` shows the names); empty =
+    the env's default set (the note's five)."""
+    clip_source: str | None = None
+    """Humanoid: where the five-clip example's walk and run come from: none = pybullet_data
+    if installed, else the shipped clips; shipped; pybullet_data; builtin (synthetic
+    gaits); or a directory of clip files."""
     num_envs: int = 8
     """Characters stepped together in one batched env."""
     skill_one_hot: bool = True
@@ -174,6 +179,9 @@ class TrainConfig:
     """Where checkpoints go; None = <log_dir>/<run_name>/<learner_id>/checkpoints."""
     checkpoint_every: int = 20
     """Save a checkpoint every this many updates (and at the end); 0 = only at the end."""
+    init_from: str | None = None
+    """Start from the weights of this checkpoint (another run's latest.pt) when there is no
+    checkpoint to resume; its clips may differ (learner.warm_start)."""
     resume: bool = True
     """Resume from the checkpoint in checkpoint_dir when there is one."""
     progress: bool = True
@@ -266,7 +274,7 @@ class TrainConfig:
 
 
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
-    "planar": {},
+    "planar": {"num_envs": 16, "rollout_steps": 128},
     "humanoid": {
         "num_envs": 16,
         "rollout_steps": 128,

@@ -1,12 +1,18 @@
 """``clipsched demo``: a scheduler and two learners sharing one run, for a bounded time.
 
-The README's first command. It starts a scheduler on a SQLite file, creates the run
-``five-clip`` (Idle, Walk, Back, Run, Sprint) with the design-note preset (§8), and starts
-two ``clipsched train`` processes that attach to that run by name. While they train it
-shows one progress line for the whole run (env steps/s, controller updates) and the
-per-clip ``usage`` against ``target_usage``, read from the scheduler's run state. At the
-end it stops the learners (they checkpoint), prints the run state table, and says where
-the TensorBoard logs, checkpoints and the scheduler database are.
+The README's first command. It starts a scheduler on a SQLite file, creates a run with
+the design-note preset (§8) and starts two ``clipsched train`` processes that attach to
+it by name. Humanoid (default): the run ``three-clip`` on the shipped DeepMimic clips
+walk, jog and run, the learners starting from the shipped walk checkpoint
+(``learner/data/checkpoints``, trained by ``clipsched train``; ``--from-scratch`` skips
+it). Planar: the run ``five-clip`` (Idle, Walk, Back, Run, Sprint) from scratch. While
+they train it shows one progress line for the whole run (env steps/s, controller
+updates) and the per-clip ``usage`` against ``target_usage``, read from the scheduler's
+run state. At the end it stops the learners (one SIGINT each: they finish their update
+and checkpoint), prints the run state table and a skill table -- per clip, the tracking
+reward per step and the success of the first and last fifth of the run's episodes, and a
+deterministic evaluation of learner0's final policy -- renders learner0's policy beside
+the reference (a filmstrip PNG and a GIF), and says where everything is.
 
 Every process it starts is its own child, ended by PID.
 """
@@ -33,8 +39,18 @@ from learner.client import SchedulerClient, SchedulerError
 
 logger = logging.getLogger(__name__)
 
-RUN_NAME = "five-clip"
 FIVE_CLIPS = ("Idle", "Walk", "Back", "Run", "Sprint")
+DEMO_CLIPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "planar": ("five-clip", FIVE_CLIPS),
+    "humanoid": ("three-clip", ("walk", "jog", "run")),
+}
+"""Run name and clips of the demo on each env."""
+
+
+def shipped_checkpoint() -> Path | None:
+    """The shipped humanoid walk checkpoint (``learner/data/checkpoints``), if installed."""
+    path = Path(__file__).resolve().parent / "data" / "checkpoints" / "humanoid_walk.pt"
+    return path if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,10 @@ class DemoConfig:
     """Scheduler port on 127.0.0.1 (0 picks a free one)."""
     update_every_steps: int = 10_000
     """Controller interval for the demo (the preset's 50k is long for a few minutes)."""
+    from_scratch: bool = False
+    """Humanoid: start from random weights instead of the shipped walk checkpoint."""
+    render: bool = True
+    """Render learner0's final policy beside the reference at the end."""
 
 
 def _free_port() -> int:
@@ -112,6 +132,8 @@ def run_demo(config: DemoConfig) -> int:
 
     workdir = config.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    run_name, clips = DEMO_CLIPS[config.env]
+    init_from = None if config.from_scratch or config.env != "humanoid" else shipped_checkpoint()
     port = config.port or _free_port()
     url = f"http://127.0.0.1:{port}"
     db = workdir / "scheduler.db"
@@ -120,33 +142,36 @@ def run_demo(config: DemoConfig) -> int:
                  f"sqlite:///{db}")  # fmt: skip
     with contextlib.ExitStack() as stack:
         scheduler = stack.enter_context(_child(serve, logs / "scheduler.log"))
-        client = stack.enter_context(SchedulerClient(url, RUN_NAME, learner_id="demo"))
+        client = stack.enter_context(SchedulerClient(url, run_name, learner_id="demo"))
         _wait_healthy(client, scheduler, logs / "scheduler.log")
         client.create_run(
             {
-                "name": RUN_NAME,
-                "clips": [{"name": name} for name in FIVE_CLIPS],
+                "name": run_name,
+                "clips": [{"name": name} for name in clips],
                 "preset": "design-note",
                 "strategy": {"kind": "controller", "update_every_steps": config.update_every_steps},
             },
             exist_ok=True,
         )
         print(f"scheduler   {url}   (database {db})")
-        print(f"dashboard   {url}/dashboard/#run={RUN_NAME}")
+        print(f"dashboard   {url}/dashboard/#run={run_name}")
         print(f"metrics     {url}/metrics")
-        print(f"run state   {url}/runs/{RUN_NAME}")
+        print(f"run state   {url}/runs/{run_name}")
         print(f"API docs    {url}/docs")
         learners = []
         for i in range(config.learners):
             name = f"learner{i}"
             cmd = _cli(
-                "train", "--env", config.env, "--scheduler-url", url, "--run-name", RUN_NAME,
+                "train", "--env", config.env, "--scheduler-url", url, "--run-name", run_name,
+                "--clips", ",".join(clips),
                 "--learner-id", name, "--seed", str(i), "--num-envs", str(config.num_envs),
                 "--total-steps", "1000000000", "--log-dir", str(workdir / "tensorboard" / name),
                 "--checkpoint-dir", str(workdir / "checkpoints" / name), "--no-progress",
+                *(["--init-from", str(init_from)] if init_from else []),
             )  # fmt: skip
             learners.append(stack.enter_context(_child(cmd, logs / f"{name}.log")))
-        print(f"learners    {config.learners} x {config.env}, logs in {logs}")
+        start = f", starting from {init_from}" if init_from else ", from scratch"
+        print(f"learners    {config.learners} x {config.env}{start}; logs in {logs}")
         _watch(client, learners, config.minutes * 60.0)
         for proc in learners:  # stop learners first so their last outcomes land
             if proc.poll() is None:
@@ -159,6 +184,10 @@ def run_demo(config: DemoConfig) -> int:
         print(format_run_state(state))
         failed = [p.returncode for p in learners if p.returncode not in (0, 130, -2)]
     print()
+    checkpoint = workdir / "checkpoints" / "learner0" / "latest.pt"
+    print(skill_table(db, run_name, checkpoint, config.num_envs))
+    if config.render and checkpoint.is_file():
+        _render(checkpoint, workdir / "render", clips[0])
     print(f"TensorBoard: tensorboard --logdir {workdir / 'tensorboard'}")
     print(f"Checkpoints: {workdir / 'checkpoints'}")
     print(f"Run state:   {db} (restart with: clipsched serve --database-url sqlite:///{db})")
@@ -166,6 +195,75 @@ def run_demo(config: DemoConfig) -> int:
         print(f"a learner exited with {failed}; see {logs}", file=sys.stderr)
         return 1
     return 0
+
+
+def _first_last_fifth(rows: list[tuple[int, int, float, float]], k: int) -> tuple[str, str, int]:
+    """Tracking reward per step and success of the first and last fifth of one clip's
+    episodes, as "a -> b" strings, and the episode count."""
+    mine = [r for r in rows if r[0] == k]
+    if len(mine) < 2:
+        return "-", "-", len(mine)
+    fifth = max(1, len(mine) // 5)
+
+    def stats(part: list[tuple[int, int, float, float]]) -> tuple[float, float]:
+        steps = sum(r[1] for r in part)
+        return sum(r[2] for r in part) / max(steps, 1), sum(r[3] for r in part) / len(part)
+
+    (r0, s0), (r1, s1) = stats(mine[:fifth]), stats(mine[-fifth:])
+    return f"{r0:.3f} -> {r1:.3f}", f"{s0:.2f} -> {s1:.2f}", len(mine)
+
+
+def skill_table(db: Path, run_name: str, checkpoint: Path, num_envs: int) -> str:
+    """Per clip: how training moved (first vs last fifth of the run's episodes, from the
+    scheduler's database) and learner0's final policy evaluated deterministically."""
+    import sqlite3
+
+    from learner.evaluate import evaluate, load_policy
+
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        names = [n for (n,) in con.execute(
+            "SELECT c.name FROM clips c JOIN runs r ON r.id = c.run_id WHERE r.name = ? "
+            "ORDER BY c.clip_id", (run_name,))]  # fmt: skip
+        rows = list(con.execute(
+            "SELECT o.clip_id, o.steps, o.episode_return, o.success FROM outcomes o "
+            "JOIN runs r ON r.id = o.run_id WHERE r.name = ? ORDER BY o.received_at, o.rowid",
+            (run_name,)))  # fmt: skip
+    skills = {}
+    if checkpoint.is_file():
+        skills = {s.clip: s for s in evaluate(load_policy(checkpoint), 8, num_envs)}
+    header = ("clip", "episodes", "tracking/step first->last", "success first->last",
+              "eval success", "eval tracking/step", "eval length")  # fmt: skip
+    table = [header]
+    for k, name in enumerate(names):
+        reward, success, count = _first_last_fifth(rows, k)
+        skill = skills.get(name)
+        table.append((
+            name, str(count), reward, success,
+            f"{skill.success:.2f}" if skill else "-",
+            f"{skill.tracking_reward:.3f}" if skill else "-",
+            f"{skill.episode_length:.0f}" if skill else "-",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    title = (
+        "skill: run episodes (first fifth -> last fifth, exploring) and learner0's final "
+        "policy (deterministic, 8 episodes per clip)"
+    )
+    return "\n".join([title, *lines])
+
+
+def _render(checkpoint: Path, out_dir: Path, clip: str) -> None:
+    """Filmstrip and GIF of ``checkpoint`` on ``clip`` beside the reference."""
+    from learner.render import RenderError, render_checkpoint
+
+    try:
+        result = render_checkpoint(checkpoint, out_dir, clip=clip, seconds=6.0, fps=10.0)
+    except (RenderError, OSError, RuntimeError) as exc:
+        print(f"render skipped: {exc}")
+        return
+    print(f"filmstrip   {result.png}")
+    print(f"animation   {result.gif}")
 
 
 def _watch(
@@ -216,6 +314,13 @@ def add_demo_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--workdir", type=Path, default=defaults.workdir)
     parser.add_argument("--port", type=int, default=defaults.port)
     parser.add_argument("--update-every-steps", type=int, default=defaults.update_every_steps)
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="humanoid: start from random weights, not the shipped walk checkpoint",
+    )
+    parser.add_argument("--no-render", dest="render", action="store_false",
+                        help="skip the filmstrip of the final policy")  # fmt: skip
     parser.set_defaults(func=_run_from_args)
 
 
@@ -233,5 +338,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
             workdir=args.workdir,
             port=args.port,
             update_every_steps=args.update_every_steps,
+            from_scratch=args.from_scratch,
+            render=args.render,
         )
     )

@@ -113,6 +113,7 @@ def humanoid_config(config: TrainConfig) -> Any:
     from learner.envs.humanoid import HumanoidConfig, TermScales
 
     return HumanoidConfig(
+        clip_source=config.clip_source,
         skill_one_hot=config.skill_one_hot,
         max_episode_steps=config.max_episode_steps,
         success_threshold=config.success_threshold,
@@ -710,6 +711,13 @@ class Learner:
             stack.callback(learner.run_state.close)
         if config.resume and config.checkpoint_path.exists():
             learner.load_checkpoint(config.checkpoint_path)
+        elif config.init_from:
+            from learner.warm_start import warm_start
+
+            warm_start(
+                learner.model, learner.obs_norm, config.init_from,
+                learner.clip_names, config.skill_one_hot,
+            )  # fmt: skip
         learner.writer = SummaryWriter(str(config.run_dir), purge_step=learner.global_step or None)
         stack.callback(learner.writer.close)
         learner._open_progress(stack)
@@ -1274,6 +1282,7 @@ class Learner:
                 "format": CHECKPOINT_FORMAT,
                 "config": self.config.to_dict(),
                 "model_config": self.model_config.to_dict(),
+                "clip_names": list(self.clip_names),
                 "model": self.model.state_dict(),
                 "actor_optimizer": self.actor_optimizer.state_dict(),
                 "critic_optimizer": self.critic_optimizer.state_dict(),

@@ -52,10 +52,9 @@ def test_planar_run_with_a_tiny_budget(
     assert clip["clip"] == "Run" and clip["env"] == "planar"
     assert clip["stop_reason"] in ("steps", "goal")
     assert clip["steps_used"] <= 4096
-    assert clip["config"]["reward_source"] == "active_clip"
     assert clip["config"]["clips"] == ["Run"] and clip["config"]["num_envs"] == 4
     assert "--eval-every 4" in clip["train_command"]
-    assert "--reward-source active_clip" in clip["train_command"]
+    assert "--env planar" in clip["train_command"]
     assert [p["step"] for p in clip["curve"]] == [2048, 4096][: len(clip["curve"])]
     for point in clip["curve"]:
         keys = {"step", "update", "train_seconds", "success", "tracking_reward", "episode_length"}

@@ -10,7 +10,14 @@ from learner.collapse_report import write_report
 
 
 def test_collapse_pipeline_writes_table_plots_and_page(tmp_path: Path) -> None:
-    budget = Budget(steps_per_arm=2304, num_envs=4, rollout_steps=64, eval_steps=40, eval_envs=2)
+    budget = Budget(
+        steps_per_arm=2304,
+        expert_steps=2304,
+        num_envs=4,
+        rollout_steps=64,
+        eval_steps=40,
+        eval_envs=2,
+    )
     results = tmp_path / "results"
     rows = run_experiment(["naive", "preset"], [0], budget, results, workers=2)
     assert sorted(r["arm"] for r in rows) == ["naive", "preset"]

@@ -42,3 +42,14 @@ def test_demo_runs_two_learners_on_one_run_and_stops_by_itself(tmp_path: Path) -
         (stored,) = db.execute("SELECT COUNT(*) FROM outcomes").fetchone()
     assert stored == episodes
     assert any((workdir / "tensorboard").rglob("events.out.tfevents.*"))
+    # the skill table: how the run's episodes moved and the final policy's evaluation
+    assert "skill: run episodes" in out, out[-3000:]
+    rows = re.findall(
+        r"^(Idle|Walk|Back|Run|Sprint)\s+(\d+)\s+\S+ -> \S+\s+\S+ -> \S+\s+([\d.]+)",
+        out,
+        flags=re.MULTILINE,
+    )
+    assert [name for name, _, _ in rows] == ["Idle", "Walk", "Back", "Run", "Sprint"], out[-3000:]
+    assert all(0.0 <= float(success) <= 1.0 for _, _, success in rows)
+    strip = re.search(r"^filmstrip\s+(\S+\.png)$", out, flags=re.MULTILINE)
+    assert strip is None or Path(strip.group(1)).is_file()
