@@ -123,13 +123,24 @@ class MotionClip:
         return qpos
 
     def velocities(self, times: np.ndarray | float) -> np.ndarray:
-        """(T, 34) qvel at the given times: central differences over half a frame each way."""
+        """(T, 34) qvel at the given times: central differences over half a frame each way,
+        one-sided at a clip's ends.
+
+        A looping clip's differences stay inside the cycle, as DeepMimic's and MimicKit's
+        frame differences do: mocap loops rarely close exactly (the last frame of the
+        DeepMimic walk differs from its first by 0.5 rad at one joint and 0.12 rad of
+        heading), and a difference across the seam turned that jump into a velocity
+        spike (joints at 14 rad/s) that made a reference-state start at phase 0 fall.
+        """
         t = np.atleast_1d(np.asarray(times, dtype=np.float64))
         h = 0.5 / self.fps
-        before, after = t - h, t + h
-        if not self.loop:
-            before = np.clip(before, 0.0, self.duration)
-            after = np.clip(after, 0.0, self.duration)
+        start = np.zeros_like(t)
+        end = np.full_like(t, self.duration)
+        if self.loop:  # the time's own cycle, just short of the next one's first frame
+            start = np.floor(t / self.duration) * self.duration
+            end = start + self.duration * (1.0 - 1e-9)
+        before = np.clip(t - h, start, end)
+        after = np.clip(t + h, start, end)
         dt = (after - before)[:, None]
         # qpos_velocity divides by a scalar; rescale by the per-sample span instead
         return hm.qpos_velocity(self.sample(before), self.sample(after), 1.0) / dt

@@ -292,3 +292,17 @@ def test_reference_table_holds_samples_velocities_and_kinematics(
     feats, quats = hm.tracked_state(table.qpos, table.qvel, ee)
     np.testing.assert_array_equal(table.features, feats)
     np.testing.assert_array_equal(table.quats, quats)
+
+
+def test_looping_clip_velocities_do_not_difference_across_the_seam() -> None:
+    from learner.clips import load_shipped
+
+    walk = load_shipped("walk")  # its last frame differs from its first (0.5 rad at a joint)
+    assert walk.loop
+    qvel = walk.velocities(np.array([0.0, 1e-6, walk.duration - 1e-6, walk.duration]))
+    inside = walk.velocities(np.array([0.5 / walk.fps, walk.duration - 0.5 / walk.fps]))
+    # at the seam the velocity is the one-sided difference inside the cycle, not a spike
+    np.testing.assert_allclose(qvel[0], inside[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(qvel[2], inside[1], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(qvel[3], qvel[0], rtol=1e-6, atol=1e-6)  # the next cycle
+    assert np.abs(qvel[:, 6:]).max() < 6.0
