@@ -1,4 +1,4 @@
-"""``clipsched train``: the learner's command, added to the root CLI by ``add_commands``.
+"""``clipsched train``: the learner's command, added to the root CLI by ``add_train_command``.
 
 Every ``TrainConfig`` field is a flag (``--num-envs 16``, ``--no-per-clip-adv-norm``,
 ``--aggregation lse``, ``--kl-experts-path none``), generated from the dataclass with its
@@ -127,13 +127,8 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``train``, ``demo`` and ``experiment``; handlers are ``args.func(args) -> exit code``."""
-    from learner.clip_library import add_clips_command
-    from learner.collapse import add_experiment_command
-    from learner.demo import add_demo_command
-    from learner.render import add_render_command
-
+def add_train_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``train`` to the root CLI (``scheduler_service.cli.LEARNER_COMMANDS``)."""
     parser = subparsers.add_parser(
         "train",
         help="train a multi-clip imitation policy with PPO",
@@ -142,7 +137,3 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     build_train_parser(parser)
     parser.set_defaults(func=run_train)
-    add_demo_command(subparsers)
-    add_experiment_command(subparsers)
-    add_render_command(subparsers)
-    add_clips_command(subparsers)

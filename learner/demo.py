@@ -266,10 +266,28 @@ def _render(checkpoint: Path, out_dir: Path, clip: str) -> None:
     print(f"animation   {result.gif}")
 
 
+def _wait_for_first_steps(
+    client: SchedulerClient, learners: list[subprocess.Popen[bytes]], timeout: float
+) -> None:
+    """Return once the run counts env steps, every learner has exited, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    print("waiting for the learners' first episodes ...", flush=True)
+    while time.monotonic() < deadline and any(p.poll() is None for p in learners):
+        with contextlib.suppress(SchedulerError):
+            if int(client.run_state().get("totals", {}).get("steps", 0)) > 0:
+                return
+        time.sleep(1.0)
+
+
 def _watch(
     client: SchedulerClient, learners: list[subprocess.Popen[bytes]], seconds: float
 ) -> None:
-    """Show run-wide progress until ``seconds`` pass, Ctrl-C, or every learner exits."""
+    """Show run-wide progress until ``seconds`` pass, Ctrl-C, or every learner exits.
+
+    The clock starts when the learners' first steps reach the scheduler (start-up, with
+    its imports and env building, takes seconds on a busy machine), or after 120 s.
+    """
+    _wait_for_first_steps(client, learners, timeout=120.0)
     start = time.monotonic()
     last_steps, last_time = 0, start
     with tqdm(total=int(seconds), unit="s", desc="demo", dynamic_ncols=True) as bar:

@@ -1122,9 +1122,6 @@ class Learner:
             log_ratio = log_prob - mb.log_probs
             approx_kl = float(((log_ratio.exp() - 1.0) - log_ratio).mean())
             clipfrac = float(((log_ratio.exp() - 1.0).abs() > c.clip_coef).float().mean())
-        if c.desired_kl is not None:
-            for group in self.actor_optimizer.param_groups:
-                group["lr"] = ppo.adaptive_learning_rate(group["lr"], approx_kl, c.desired_kl)
             if kl is not None and mb.experts is not None:
                 has = mb.experts.has_expert
                 kl_on = kl[has]
@@ -1132,6 +1129,9 @@ class Learner:
                 kl_sum = np.bincount(ids, kl_on.numpy(), minlength=k).astype(np.float64)
                 kl_count = np.bincount(ids, minlength=k).astype(np.float64)
                 kl_mean = float(kl_on.mean()) if kl_on.numel() else float("nan")
+        if c.desired_kl is not None:
+            for group in self.actor_optimizer.param_groups:
+                group["lr"] = ppo.adaptive_learning_rate(group["lr"], approx_kl, c.desired_kl)
         scalars = {
             "policy_loss": float(policy.detach().mean()),
             "entropy": float(entropy.detach()),

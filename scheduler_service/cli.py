@@ -2,10 +2,12 @@
 
 ``clipsched serve`` starts the service; ``runs`` and ``targets`` are thin wrappers over
 the REST API through ``learner.client.SchedulerClient`` (``--url`` defaults to
-``$CLIPSCHED_URL``, ``--token`` to ``$CLIPSCHED_TOKEN``). The learner adds ``train`` (and
-friends) through ``learner.cli.add_commands``; it is only imported when the command line
-asks for one of those, so ``serve`` and ``runs`` stay fast and never import torch.
-Every handler is ``args.func(args) -> exit code``.
+``$CLIPSCHED_URL``, ``--token`` to ``$CLIPSCHED_TOKEN``). The learner's commands
+(``train``, ``demo``, ``experiment``, ``render``, ``clips``) are listed in
+``LEARNER_COMMANDS``; a command's module is imported only when that command runs, so
+``serve``, ``runs`` and ``--help`` work with the core install (no torch, MuJoCo,
+TensorBoard or matplotlib), and a learner command without the ``learner`` extra says how
+to install it. Every handler is ``args.func(args) -> exit code``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,28 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-OWN_COMMANDS = frozenset({"serve", "runs", "targets"})
-"""Commands defined here; any other command loads the learner's commands."""
+LEARNER_COMMANDS: Mapping[str, tuple[str, str]] = {
+    "train": ("learner.cli:add_train_command", "train a multi-clip imitation policy with PPO"),
+    "demo": (
+        "learner.demo:add_demo_command",
+        "a scheduler and two learners sharing one run, for a few minutes",
+    ),
+    "experiment": ("learner.collapse:add_experiment_command", "reproducible experiments"),
+    "render": (
+        "learner.render:add_render_command",
+        "filmstrip PNG and GIF of a checkpoint's policy beside its reference clip",
+    ),
+    "clips": (
+        "learner.clip_library:add_clips_command",
+        "reference motion clips available to the learner's envs",
+    ),
+}
+"""Commands of the ``learner`` extra: (``module:function`` that adds the subparser, help)."""
+LEARNER_EXTRA = 'pip install "clip-scheduler[learner]"'
+LEARNER_EXTRA_MODULES = frozenset(
+    {"torch", "mujoco", "gymnasium", "tensorboard", "matplotlib", "tqdm", "PIL"}
+)
+"""Top-level modules of the learner extra's packages."""
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -324,8 +346,9 @@ def _rest_options() -> argparse.ArgumentParser:
     return parent
 
 
-def build_parser(*, learner_commands: bool = True) -> argparse.ArgumentParser:
-    """The root parser; ``learner_commands`` adds ``train`` & co when ``learner.cli`` exists."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The root parser. Learner commands are listed by name; only ``command`` (the one on
+    the command line, if it is a learner command) has its module imported and its flags."""
     parser = argparse.ArgumentParser(
         prog="clipsched",
         description="Clip scheduler for multi-clip motion imitation: service, runs, training.",
@@ -387,34 +410,48 @@ def build_parser(*, learner_commands: bool = True) -> argparse.ArgumentParser:
     )
     tset.set_defaults(func=cmd_targets_set)
 
-    if learner_commands:
-        _add_learner_commands(sub)
+    for name, (target, help_text) in LEARNER_COMMANDS.items():
+        if name == command:
+            _add_learner_command(sub, name, target, help_text)
+        else:  # listed in --help; its module is not imported
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
-def _add_learner_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``learner.cli.add_commands(sub)`` when the learner package provides it."""
+def _add_learner_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, target: str, help_text: str
+) -> None:
+    """Import the command's module and let it add its subparser; without the learner
+    extra, a stand-in that says what to install (and takes any arguments)."""
+    module_name, _, function = target.partition(":")
     try:
-        module = importlib.import_module("learner.cli")
+        add_command = getattr(importlib.import_module(module_name), function)
     except ModuleNotFoundError as exc:
-        if exc.name not in ("learner", "learner.cli"):
-            raise
+        missing = exc.name or "a module"
+        stand_in = sub.add_parser(name, help=help_text, add_help=False)
+        stand_in.add_argument("rest", nargs=argparse.REMAINDER)
+        stand_in.set_defaults(func=lambda _args: _missing_extra(name, missing))
         return
-    add_commands = getattr(module, "add_commands", None)
-    if add_commands is not None:
-        add_commands(sub)
+    add_command(sub)
 
 
-def _wants_learner(argv: Sequence[str]) -> bool:
-    """False when the command is one of ours (so the learner is not imported)."""
-    command = next((a for a in argv if not a.startswith("-")), None)
-    return command not in OWN_COMMANDS
+def _missing_extra(command: str, missing: str) -> int:
+    sys.stderr.write(
+        f"clipsched {command}: needs the learner extra ({missing} is not installed): "
+        f"{LEARNER_EXTRA}\n"
+    )
+    return 2
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command word of a command line (the first argument that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clipsched`` console script; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(learner_commands=_wants_learner(args_list))
+    parser = build_parser(command_of(args_list))
     args = parser.parse_args(args_list)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -425,6 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))  # exits with code 2
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if (
+            args_list
+            and command_of(args_list) in LEARNER_COMMANDS
+            and (missing in LEARNER_EXTRA_MODULES)
+        ):
+            return _missing_extra(str(command_of(args_list)), missing)
+        raise
     except Exception as exc:
         if not _is_scheduler_error(exc):
             raise

@@ -437,14 +437,14 @@ def test_compose_commands_parse_with_the_clipsched_cli_and_settings(tmp_path: Pa
             settings = Settings(**{k.removeprefix("CLIPSCHED_").lower(): v for k, v in env.items()})
             assert settings.port == 8000 and settings.host == "0.0.0.0"
             assert "8000" in " ".join(healthcheck_of(services[name]))
-            build_parser(learner_commands=False).parse_args(command_of(services[name])[1:])
+            build_parser("serve").parse_args(command_of(services[name])[1:])
             assert depends_on(services["learner"])[name] == "service_healthy"
         learner = services["learner"]
         seeds = set()
         for i in (1, 2):
             env = {**learner["environment"], "HOSTNAME": f"learner-{i}", "PATH": os.environ["PATH"]}
             argv = learner_argv(learner, env, tmp_path)
-            config = config_from_args(build_parser().parse_args(argv))
+            config = config_from_args(build_parser("train").parse_args(argv))
             assert argv[0] == "train"
             assert config.scheduler_url == learner["environment"]["CLIPSCHED_URL"]
             assert config.learner_id == f"learner-{i}"

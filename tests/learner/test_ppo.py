@@ -233,3 +233,15 @@ def test_per_clip_grad_squares_add_over_disjoint_parameter_sets() -> None:
     whole = ppo.per_clip_grad_norms(actor_losses + critic_losses, present, [a, c])
     torch.testing.assert_close(split[present].sqrt(), whole[present])
     assert bool(split[~present].isnan().all()) and bool(whole[~present].isnan().all())
+
+
+def test_adaptive_learning_rate_keeps_kl_near_the_target() -> None:
+    assert ppo.adaptive_learning_rate(1e-4, approx_kl=0.05, desired_kl=0.01) == pytest.approx(
+        1e-4 / 1.5
+    )
+    assert ppo.adaptive_learning_rate(1e-4, approx_kl=0.001, desired_kl=0.01) == pytest.approx(
+        1.5e-4
+    )
+    assert ppo.adaptive_learning_rate(1e-4, approx_kl=0.01, desired_kl=0.01) == 1e-4
+    assert ppo.adaptive_learning_rate(1e-4, approx_kl=float("nan"), desired_kl=0.01) == 1e-4
+    assert ppo.adaptive_learning_rate(1.1e-6, approx_kl=1.0, desired_kl=0.01) == 1e-6  # bound

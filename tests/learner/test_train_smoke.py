@@ -217,7 +217,7 @@ def test_cli_flags_override_the_config_file(tmp_path: Path) -> None:
     assert config.gradnorm is False
     assert config.hidden == (32, 16)
     assert config.kl_experts_path is None
-    assert config_from_args(parser.parse_args([])) == TrainConfig()
+    assert config_from_args(parser.parse_args([])) == TrainConfig.for_env("planar")
 
 
 def test_config_files_reject_unknown_fields_and_bad_values(tmp_path: Path) -> None:
@@ -272,7 +272,7 @@ def test_dump_config_prints_the_effective_config(
     assert dumped["moe_experts"] == 3
     path = tmp_path / "dumped.json"
     path.write_text(json.dumps(dumped))
-    assert load_config(path) == TrainConfig(moe_experts=3)
+    assert load_config(path) == TrainConfig.for_env("planar", moe_experts=3)
 
 
 def test_update_threads_2_gives_the_same_training_as_one_thread(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def use_transport(
 
 
 def test_parser_builds_every_command_without_the_learner() -> None:
-    parser = cli.build_parser(learner_commands=False)
+    parser = cli.build_parser()
     args = parser.parse_args(["serve", "--port", "9000", "--database-url", "sqlite:///x.db"])
     assert (args.func, args.port, args.database_url) == (cli.cmd_serve, 9000, "sqlite:///x.db")
     args = parser.parse_args(["runs", "create", "r", "--clips", "Idle,Walk", "--url", "http://h"])
@@ -75,32 +75,36 @@ def test_parser_builds_every_command_without_the_learner() -> None:
 def test_url_and_token_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLIPSCHED_URL", "http://sched:9")
     monkeypatch.setenv("CLIPSCHED_TOKEN", "tok")
-    args = cli.build_parser(learner_commands=False).parse_args(["runs", "list"])
+    args = cli.build_parser().parse_args(["runs", "list"])
     assert (args.url, args.token) == ("http://sched:9", "tok")
     monkeypatch.delenv("CLIPSCHED_URL")
-    args = cli.build_parser(learner_commands=False).parse_args(["runs", "list"])
+    args = cli.build_parser().parse_args(["runs", "list"])
     assert args.url == cli.DEFAULT_URL
 
 
-def test_learner_commands_are_added_when_the_learner_cli_exists() -> None:
-    pytest.importorskip("learner.cli")
-    parser = cli.build_parser()
+def test_a_learner_command_gets_its_flags_when_it_is_the_command() -> None:
+    pytest.importorskip("torch")
+    parser = cli.build_parser("train")
     assert parser.parse_args(["train", "--dump-config"]).func is not None
+    assert cli.command_of(["-v", "train", "--num-envs", "4"]) == "train"
+    assert cli.command_of(["--help"]) is None
 
 
-def test_own_commands_do_not_import_the_learner_or_torch() -> None:
+def test_own_commands_and_help_do_not_import_the_learner_or_torch() -> None:
     code = (
-        "import sys; from scheduler_service import cli; "
-        "argv = ['runs', 'list']; "
-        "cli.build_parser(learner_commands=cli._wants_learner(argv)).parse_args(argv); "
-        "print('learner.cli' in sys.modules, 'torch' in sys.modules)"
+        "import sys, contextlib, io\n"
+        "from scheduler_service import cli\n"
+        "cli.build_parser('runs').parse_args(['runs', 'list'])\n"
+        "out = io.StringIO()\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(out):\n"
+        "    cli.build_parser(None).parse_args(['--help'])\n"
+        "print(sorted(m for m in ('learner.cli', 'torch', 'mujoco') if m in sys.modules))\n"
+        "print(all(c in out.getvalue() for c in cli.LEARNER_COMMANDS))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert out.stdout.split() == ["False", "False"]
-    assert cli._wants_learner(["train", "--num-envs", "4"])
-    assert not cli._wants_learner(["-v", "serve"])
+    assert out.stdout.split("\n")[:2] == ["[]", "True"], out.stdout
 
 
 def test_run_state_table_has_one_aligned_row_per_clip() -> None:
@@ -129,7 +133,7 @@ def test_format_table_right_aligns_numbers_and_left_aligns_text() -> None:
 def test_run_spec_from_flags_over_a_spec_file(tmp_path: Path) -> None:
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps({"name": "x", "strategy": {"kind": "static", "eta": 2.0}}))
-    parser = cli.build_parser(learner_commands=False)
+    parser = cli.build_parser()
     args = parser.parse_args(
         [
             "runs", "create", "five", "--clips", "Idle,Walk,Run", "--groups", "calm,gait,gait",
@@ -150,7 +154,7 @@ def test_run_spec_from_flags_over_a_spec_file(tmp_path: Path) -> None:
 
 
 def test_groups_by_name_must_name_known_clips() -> None:
-    parser = cli.build_parser(learner_commands=False)
+    parser = cli.build_parser()
     args = parser.parse_args(["runs", "create", "r", "--clips", "Idle,Walk", "--groups", "Run=x"])
     with pytest.raises(ValueError, match="unknown clips: Run"):
         cli.build_run_spec(args)
