@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from scheduler_service.algorithms.aggregation import AggregationKind
 from scheduler_service.algorithms.normalizers import Moments, merge_moments
 from scheduler_service.algorithms.probabilities import normalize_shares
 from scheduler_service.algorithms.sampler import ClipSampler
-
-AggregationKind = Literal["max", "lse", "threshold"]
 
 
 @dataclass(frozen=True)

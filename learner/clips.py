@@ -48,11 +48,9 @@ import numpy as np
 
 from learner import humanoid as hm
 from learner import quaternions as quat
+from learner.config import FIVE_CLIPS
 
 logger = logging.getLogger(__name__)
-
-FIVE_CLIPS = ("Idle", "Walk", "Back", "Run", "Sprint")
-"""The design note's example clip set, in order."""
 
 
 # --------------------------------------------------------------------------------------

@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from learner.client import SchedulerClient, SchedulerError
+from learner.config import FIVE_CLIPS
 
 logger = logging.getLogger(__name__)
 
-FIVE_CLIPS = ("Idle", "Walk", "Back", "Run", "Sprint")
 TARGET_USAGE = {"Idle": 0.2, "Walk": 0.25, "Back": 0.2, "Run": 0.2, "Sprint": 0.15}
 """The note's §8 targets; every arm is measured against them."""
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-FIVE_CLIPS = ("Idle", "Walk", "Back", "Run", "Sprint")
+from learner.config import FIVE_CLIPS
+
 ARM_ORDER = (
     "naive", "preset", "-controller", "-lse", "-per-clip-norm", "-per-clip-heads", "ucb",
     "thompson",

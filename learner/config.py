@@ -19,10 +19,16 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from scheduler_service.algorithms.aggregation import AggregationKind
+
 EnvKind = Literal["planar", "humanoid"]
 NormalizationMode = Literal["per_clip", "global", "none"]
-AggregationKind = Literal["max", "lse", "threshold"]
 RewardSource = Literal["aggregate", "active_clip"]
+
+
+FIVE_CLIPS: tuple[str, ...] = ("Idle", "Walk", "Back", "Run", "Sprint")
+"""The design note's example clip set, in order: the default clips of both envs and the
+clips of the demo's planar run and of the collapse experiment."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,7 @@ class TrainConfig:
     backward_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     """Precision of the update's backward matrix products; the forward pass (losses,
     ratios, values) is always float32. auto = bfloat16 where the CPU multiplies it natively
-    (AVX512-BF16 or AMX), else float32. Here bfloat16 took the update from 0.207 to 0.171 s."""
+    (AVX512-BF16 or AMX), else float32 (README, Performance: the measured update times)."""
     update_threads: int = 2
     """2 = the critic's epochs of each update run on a second thread, beside the actor's
     epochs and the next rollout (which needs only the actor), so a second core takes the

@@ -36,10 +36,10 @@ from typing import Any
 from tqdm import tqdm
 
 from learner.client import SchedulerClient, SchedulerError
+from learner.config import FIVE_CLIPS
 
 logger = logging.getLogger(__name__)
 
-FIVE_CLIPS = ("Idle", "Walk", "Back", "Run", "Sprint")
 DEMO_CLIPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "planar": ("five-clip", FIVE_CLIPS),
     "humanoid": ("three-clip", ("walk", "jog", "run")),

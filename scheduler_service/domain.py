@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from scheduler_service.algorithms.aggregation import AggregationKind
+
 StrategyKind = Literal["static", "controller", "difficulty", "ucb", "thompson"]
 UsageMeasure = Literal["episodes", "steps"]
-AggregationKind = Literal["max", "lse", "threshold"]
 
 MAX_CLIPS = 10_000
 """Most clips one run may have."""

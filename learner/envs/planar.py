@@ -51,6 +51,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from learner.config import FIVE_CLIPS
 from learner.envs.base import EpisodeEnd, NextClip, VecStep
 from learner.envs.episodes import EpisodeStats
 from learner.envs.gym_wrapper import SingleClipGymEnv
@@ -75,7 +76,8 @@ ASSET = "planar_walker.xml"
 NUM_JOINTS = 6
 ROOT_DOFS = 3  # rootx, rootz, rooty
 LEGS = ((0, 1, 2), (3, 4, 5))  # (hip, knee, ankle) columns of the right and left leg
-DEFAULT_CLIPS = ("Idle", "Walk", "Back", "Run", "Sprint")
+DEFAULT_CLIPS = FIVE_CLIPS
+"""The planar env's procedural clips: the design note's five."""
 STATE_DIM = NUM_FEATURES + 2  # tracked features + root vertical velocity + pitch rate
 
 

@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from scheduler_service.algorithms.aggregation import AggregationKind
 from scheduler_service.algorithms.alarms import AlarmReport
 from scheduler_service.domain import (
     MAX_CLIPS,
     PRESETS,
-    AggregationKind,
     AggregationParams,
     AuditRow,
     ClipSpec,

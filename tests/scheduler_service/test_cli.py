@@ -84,8 +84,11 @@ def test_url_and_token_default_to_the_environment(monkeypatch: pytest.MonkeyPatc
 
 def test_a_learner_command_gets_its_flags_when_it_is_the_command() -> None:
     pytest.importorskip("torch")
+    from learner.cli import run_train
+
     parser = cli.build_parser("train")
-    assert parser.parse_args(["train", "--dump-config"]).func is not None
+    args = parser.parse_args(["train", "--dump-config", "--num-envs", "3"])
+    assert (args.func, args.num_envs) == (run_train, "3")  # coerced by TrainConfig
     assert cli.command_of(["-v", "train", "--num-envs", "4"]) == "train"
     assert cli.command_of(["--help"]) is None
 
