@@ -50,7 +50,8 @@ import numpy as np
 import torch
 
 from learner.config import TrainConfig
-from learner.train import ENV_BUILDERS, Learner
+from learner.envs.builders import ENV_BUILDERS
+from learner.train import Learner
 
 logger = logging.getLogger("bench_ppo")
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from learner.client import SchedulerClient, SchedulerError
+from clipsched.client.http import SchedulerClient, SchedulerError
 from learner.config import FIVE_CLIPS
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def evaluate_policy(
     """Deterministic rollouts started on each clip: matched clips, tracking reward, success."""
     import torch
 
-    from learner.train import ENV_BUILDERS
+    from learner.envs.builders import ENV_BUILDERS
 
     k = len(FIVE_CLIPS)
     matched = np.zeros((k, k))  # [started clip, matched clip] step counts

@@ -35,7 +35,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from learner.client import SchedulerClient, SchedulerError
+from clipsched.client.http import SchedulerClient, SchedulerError
 from learner.config import FIVE_CLIPS
 
 logger = logging.getLogger(__name__)

@@ -128,7 +128,7 @@ def evaluate(
     policy: Policy, episodes: int = 16, num_envs: int = 8, seed: int = 1000
 ) -> list[ClipSkill]:
     """Deterministic skill of a policy on each of its clips, in its own env."""
-    from learner.train import ENV_BUILDERS
+    from learner.envs.builders import ENV_BUILDERS
 
     config = policy.config.with_overrides(num_envs=num_envs, seed=seed)
     build = ENV_BUILDERS[config.env]

@@ -673,7 +673,7 @@ def _clip_id(names: Sequence[str], clip: str | None) -> int:
 
 def _build_env(config: Any, clip_holder: list[int]) -> Any:
     """One character of the config's env, every reset on ``clip_holder[0]``."""
-    from learner.train import ENV_BUILDERS
+    from learner.envs.builders import ENV_BUILDERS
 
     # the rollout is never cut by the training time limit
     config = config.with_overrides(

@@ -31,8 +31,8 @@ from typing import Literal
 
 import numpy as np
 
-from learner.clip_source import ActorConfig, AggregationKind
-from scheduler_service.algorithms.aggregation import aggregate
+from clipsched.clip_source import ActorConfig
+from scheduler_service.algorithms.aggregation import AggregationKind, aggregate
 from scheduler_service.algorithms.normalizers import Moments, merge_moments
 
 NormalizationMode = Literal["per_clip", "global", "none"]

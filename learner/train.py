@@ -3,7 +3,7 @@
 ``train`` is the loop and reads in one screen; each stage is a small function or method
 below it. The loop runs over any ``VecMultiClipEnv`` and any ``ClipSource``: in process
 (``StaticClipSource``), a scheduler URL or an embedded scheduler (``SchedulerClipSource``
-from ``learner.client``, imported lazily). Every finished episode becomes an ``Outcome``
+from ``clipsched.client.http``, imported lazily). Every finished episode becomes an ``Outcome``
 with a unique episode id and is reported to the clip source. ``train_experts`` trains one
 single-clip policy per clip with the same loop; ``load_experts`` loads them for the KL
 anchoring of design note §7.
@@ -21,19 +21,20 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from clipsched.clip_source import ActorConfig, ClipSource, Outcome, StaticClipSource
 from learner import ppo
-from learner.clip_source import ActorConfig, ClipSource, Outcome, StaticClipSource
 from learner.config import TrainConfig
-from learner.envs.base import EpisodeEnd, NextClip, VecMultiClipEnv, VecStep
+from learner.envs.base import EpisodeEnd, VecMultiClipEnv, VecStep
+from learner.envs.builders import ENV_BUILDERS, EnvFactory
 from learner.models import ActorCritic, ModelConfig, native_bfloat16
 from learner.normalization import ReturnScaler, RunningObsNormalizer
 from learner.reward_shaping import RewardShaper, ShapingSettings
@@ -41,8 +42,6 @@ from learner.stopping import GracefulStop
 
 logger = logging.getLogger(__name__)
 
-EnvFactory = Callable[[TrainConfig, NextClip], VecMultiClipEnv]
-"""Builds the batched env for a config; ``next_clip`` must be passed to the env."""
 
 CHECKPOINT_FORMAT = 2
 """2: one Adam state for the actor and one for the critic; 1 had one over the whole model."""
@@ -92,55 +91,6 @@ def train(
 # --------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------
-
-
-def _planar_env(config: TrainConfig, next_clip: NextClip) -> VecMultiClipEnv:
-    from learner.envs.planar import PlanarConfig, PlanarVecEnv
-
-    env_config = PlanarConfig(
-        skill_one_hot=config.skill_one_hot,
-        max_episode_steps=config.max_episode_steps,
-        success_threshold=config.success_threshold,
-        **({"term_weights": config.term_weights} if config.term_weights else {}),
-    )
-    clips = list(config.clips) or None
-    env = PlanarVecEnv(clips, config.num_envs, next_clip, env_config, seed=config.seed)
-    return cast(VecMultiClipEnv, env)
-
-
-def humanoid_config(config: TrainConfig) -> Any:
-    """The ``HumanoidConfig`` that a ``TrainConfig`` asks for."""
-    from learner.envs.humanoid import HumanoidConfig, TermScales
-
-    return HumanoidConfig(
-        clip_source=config.clip_source,
-        skill_one_hot=config.skill_one_hot,
-        max_episode_steps=config.max_episode_steps,
-        success_threshold=config.success_threshold,
-        term_scales=TermScales.from_sequence(config.term_scales),
-        action_mode=config.action_mode,
-        action_scale=config.action_scale,
-        future_frames=config.future_frames,
-        contact_termination=config.contact_termination,
-        contact_free_clips=config.contact_free_clips,
-        pose_termination_distance=config.pose_termination_distance,
-        root_height_termination=config.root_height_termination,
-        end_with_clip=config.end_with_clip,
-        **({"term_weights": config.term_weights} if config.term_weights else {}),
-    )
-
-
-def _humanoid_env(config: TrainConfig, next_clip: NextClip) -> VecMultiClipEnv:
-    from learner.envs.humanoid import HumanoidVecEnv
-
-    clips = list(config.clips) or None
-    env = HumanoidVecEnv(
-        clips, config.num_envs, next_clip, humanoid_config(config), seed=config.seed
-    )
-    return cast(VecMultiClipEnv, env)
-
-
-ENV_BUILDERS: dict[str, EnvFactory] = {"planar": _planar_env, "humanoid": _humanoid_env}
 
 
 class ClipTracker:
@@ -503,7 +453,7 @@ def open_clip_source(
             seed=config.seed,
         )
     else:
-        from learner.client import SchedulerClipSource  # the HTTP source, only when needed
+        from clipsched.client import SchedulerClipSource
 
         source = SchedulerClipSource.for_run(
             url,

@@ -1,7 +1,7 @@
 """The ``clipsched`` command line: serve the scheduler, manage runs and targets over REST.
 
 ``clipsched serve`` starts the service; ``runs`` and ``targets`` are thin wrappers over
-the REST API through ``learner.client.SchedulerClient`` (``--url`` defaults to
+the REST API through ``clipsched.client.SchedulerClient`` (``--url`` defaults to
 ``$CLIPSCHED_URL``, ``--token`` to ``$CLIPSCHED_TOKEN``). The learner's commands
 (``train``, ``demo``, ``experiment``, ``render``, ``clips``) are listed in
 ``LEARNER_COMMANDS``; a command's module is imported only when that command runs, so
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from learner.client import SchedulerClient
+    from clipsched.client import SchedulerClient
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def _groups(names: Sequence[str], text: str | None) -> dict[str, str]:
 
 
 def _client(args: argparse.Namespace) -> SchedulerClient:
-    from learner.client import SchedulerClient
+    from clipsched.client import SchedulerClient
 
     return SchedulerClient(args.url, None, learner_id="clipsched-cli", token=args.token)
 
@@ -472,13 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _missing_extra(str(command_of(args_list)), missing)
         raise
     except Exception as exc:
-        if not _is_scheduler_error(exc):
+        from clipsched.client import SchedulerError
+
+        if not isinstance(exc, SchedulerError):
             raise
         sys.stderr.write(f"clipsched: {exc}\n")
         return 1
-
-
-def _is_scheduler_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a ``SchedulerError`` (without importing the client for nothing)."""
-    client = sys.modules.get("learner.client")
-    return client is not None and isinstance(exc, client.SchedulerError)

@@ -35,8 +35,8 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
+from clipsched.client.endpoints import preferred_index
 from learner.cli import config_from_args
-from learner.endpoints import preferred_index
 from scheduler_service.cli import build_parser
 from scheduler_service.config import Settings
 from tests.service_processes import (
@@ -508,7 +508,7 @@ def _client_takes_several_urls(env: Mapping[str, str], live_url: str, work: Path
     """Whether ``SchedulerClient`` (as the learners import it) fails over a list of URLs."""
     dead = f"http://127.0.0.1:{free_port()}"
     probe = (
-        "import sys\nfrom learner.client import SchedulerClient\n"
+        "import sys\nfrom clipsched.client.http import SchedulerClient\n"
         "try:\n"
         "    with SchedulerClient(sys.argv[1], None, learner_id='probe', retries=0) as c:\n"
         "        c.health()\n"

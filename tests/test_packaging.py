@@ -51,7 +51,7 @@ def test_core_dependencies_leave_the_learner_packages_to_the_extra() -> None:
 def test_service_client_and_commands_run_without_the_learner_extra() -> None:
     done = _run(
         "import contextlib, io\n"
-        "import learner.client, learner.clip_source, learner.endpoints\n"
+        "import clipsched.client.http, clipsched.clip_source, clipsched.client.endpoints\n"
         "import scheduler_service.api.app, scheduler_service.server\n"
         "from scheduler_service import cli\n"
         "for argv in (['--help'], ['serve', '--help'], ['runs', 'list', '--help']):\n"

@@ -20,8 +20,8 @@ import httpx
 import numpy as np
 import pytest
 
-from learner.client import SchedulerClipSource
-from learner.clip_source import Outcome
+from clipsched.client import SchedulerClipSource
+from clipsched.clip_source import Outcome
 from tests.guarantee_support import record_guarantee, start_scheduler
 from tests.service_processes import Process, free_port, stopping
 

@@ -14,7 +14,8 @@ from PIL import Image
 
 from learner import render as rd
 from learner.config import TrainConfig
-from learner.train import ENV_BUILDERS, train
+from learner.envs.builders import ENV_BUILDERS
+from learner.train import train
 from scheduler_service.cli import main
 
 W, H = 160, 120

@@ -16,7 +16,7 @@ import itertools
 import numpy as np
 import pytest
 
-from learner.clip_source import ActorConfig
+from clipsched.clip_source import ActorConfig
 from learner.envs.humanoid import HumanoidConfig, HumanoidVecEnv
 from learner.reward_shaping import RewardShaper, ShapingSettings
 from learner.rewards import TERM_NAMES

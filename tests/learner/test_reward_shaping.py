@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from learner.clip_source import ActorConfig
+from clipsched.clip_source import ActorConfig
 from learner.reward_shaping import RewardShaper, ShapingSettings, pooled_moments, squash
 from scheduler_service.algorithms.aggregation import aggregate
 from scheduler_service.algorithms.normalizers import Moments

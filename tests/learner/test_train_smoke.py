@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from clipsched.clip_source import StaticClipSource
 from learner.cli import build_train_parser, config_from_args, run_train
-from learner.clip_source import StaticClipSource
 from learner.config import TrainConfig, field_docs, load_config
 from learner.envs.base import NextClip
 from learner.train import ClipTracker, embedded_scheduler, train, train_experts

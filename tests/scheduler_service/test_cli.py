@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from learner.client import SchedulerClient
+from clipsched.client.http import SchedulerClient
 from scheduler_service import cli
 
 STATE: dict[str, Any] = {

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import Connection
 
-from learner.client import SchedulerClient
+from clipsched.client.http import SchedulerClient
 from scheduler_service.api.app import create_app
 from scheduler_service.config import Settings
 from scheduler_service.errors import ServiceOverloaded

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from learner.client import (
+from clipsched.client.http import (
     EpisodeIds,
     SchedulerClient,
     SchedulerError,
@@ -21,7 +21,7 @@ from learner.client import (
     outcome_payload,
     with_term_order,
 )
-from learner.clip_source import Outcome
+from clipsched.clip_source import Outcome
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -276,7 +276,7 @@ def test_episode_ids_are_unique_across_threads_and_sessions() -> None:
 
 
 def test_client_module_does_not_import_torch() -> None:
-    code = "import sys, learner.client; print('torch' in sys.modules)"
+    code = "import sys, clipsched.client.http; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )

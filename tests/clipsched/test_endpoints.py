@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from learner.endpoints import (
+from clipsched.client.endpoints import (
     FailoverTransport,
     connect,
     preferred_index,

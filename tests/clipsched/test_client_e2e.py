@@ -10,13 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learner.client import (
-    EpisodeIds,
-    SchedulerClient,
-    SchedulerClipSource,
-    SchedulerError,
-)
-from learner.clip_source import Outcome
+from clipsched.client import EpisodeIds, SchedulerClient, SchedulerClipSource, SchedulerError
+from clipsched.clip_source import Outcome
 from tests.service_processes import free_port
 
 config_module = pytest.importorskip("scheduler_service.config")

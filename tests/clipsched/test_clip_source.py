@@ -13,8 +13,9 @@ import numpy as np
 import orjson
 import pytest
 
-from learner.client import OutcomeBuffer, SchedulerClient, SchedulerClipSource, outcome_payload
-from learner.clip_source import Outcome
+from clipsched.client import OutcomeBuffer, SchedulerClient, SchedulerClipSource
+from clipsched.client.http import outcome_payload
+from clipsched.clip_source import Outcome
 
 CLIPS = ("Idle", "Walk", "Back", "Run", "Sprint")
 TERMS = ("pose", "root")
