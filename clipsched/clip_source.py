@@ -4,7 +4,7 @@
 ``next_clip()`` at every episode reset and ``report()`` for every finished episode, and
 neither call may block. ``StaticClipSource`` samples in process from fixed
 ``clip_probs`` (design note §1) and keeps its own per-clip normalisers; the HTTP-backed
-source in ``clipsched.client.http`` asks the scheduler instead.
+source ``clipsched.client.SchedulerClipSource`` asks the scheduler instead.
 """
 
 from __future__ import annotations

@@ -245,6 +245,9 @@ class HistoryRow:
     usage_window: tuple[float, ...]
     reward_weights: tuple[float, ...]
     success: tuple[float | None, ...]
+    rejected: str | None = None
+    """Why this update kept the previous policy (its result was not finite or not a
+    distribution), or None."""
 
 
 @dataclass(frozen=True)

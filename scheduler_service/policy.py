@@ -161,6 +161,52 @@ def policy_step(
     )
 
 
+def invalid_step(step: PolicyStep) -> str | None:
+    """Why a policy step cannot be used (a non-finite or negative value, probabilities or
+    weights that do not sum to 1), or None when it is sound."""
+    for name in ("clip_probs", "base_weights", "reward_weights"):
+        values = np.asarray(getattr(step, name), dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            return f"{name} not finite"
+        if np.any(values < 0.0):
+            return f"{name} negative"
+    for name in ("clip_probs", "reward_weights"):
+        total = float(np.sum(getattr(step, name)))
+        if abs(total - 1.0) > 1e-6:
+            return f"{name} sum to {total!r}, not 1"
+    return None
+
+
+def guarded_policy_step(
+    strategy: StrategyParams,
+    aggregation: AggregationParams,
+    clip_names: tuple[str, ...],
+    x: PolicyInputs,
+    rng: np.random.Generator,
+    *,
+    clip_probs_frozen: bool,
+    reward_weights_frozen: bool,
+) -> tuple[PolicyStep, str | None]:
+    """``policy_step``, or the last good policy and the reason when the update fails or
+    gives values a sampler cannot use: no configuration can make a run stop taking outcomes."""
+    last_good = PolicyStep(x.clip_probs, x.base_weights, x.reward_weights)
+    try:
+        with np.errstate(all="ignore"):
+            step = policy_step(
+                strategy,
+                aggregation,
+                clip_names,
+                x,
+                rng,
+                clip_probs_frozen=clip_probs_frozen,
+                reward_weights_frozen=reward_weights_frozen,
+            )
+    except (ArithmeticError, ValueError) as exc:
+        return last_good, f"{strategy.kind} update failed: {exc}"
+    reason = invalid_step(step)
+    return (last_good, f"{strategy.kind} update rejected: {reason}") if reason else (step, None)
+
+
 def apply_partial_shares(current: np.ndarray, named: Mapping[int, float]) -> np.ndarray:
     """The partial-override rule for targets, probabilities and weights.
 

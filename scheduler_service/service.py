@@ -87,7 +87,7 @@ from scheduler_service.policy import (
     PolicyStep,
     apply_partial_shares,
     effective_weights,
-    policy_step,
+    guarded_policy_step,
     smoothed_usage,
 )
 from scheduler_service.store.engine import read_options
@@ -404,6 +404,7 @@ class SchedulerService:
             (counters.episodes - policy.window_start_episodes).astype(np.float64),
             history,
             thresholds,
+            update_rejected=bool(recent and recent[-1].rejected),
         )
         return RunStateWithAlarms(
             **{f.name: getattr(state, f.name) for f in fields(state)}, alarms=report
@@ -690,10 +691,11 @@ class SchedulerService:
             total_steps=total_steps,
         )
         update_index = row.updates + 1
+        rejected = None
         if row.paused or usage.sum() == 0:
             step = PolicyStep(policy.clip_probs, policy.base_weights, policy.reward_weights)
         else:
-            step = policy_step(
+            step, rejected = guarded_policy_step(
                 strategy,
                 config.aggregation,
                 config.clip_names,
@@ -737,8 +739,12 @@ class SchedulerService:
                 usage_window=tuple(window.tolist()),
                 reward_weights=tuple(step.reward_weights.tolist()),
                 success=_success_or_none(counters.ema_success, seen),
+                rejected=rejected,
             ),
         )
+        if rejected is not None:  # the outcomes are stored; the policy stays as it was
+            logger.warning("run %s: update %d kept the last policy: %s", config.name,
+                           update_index, rejected)  # fmt: skip
         version = self._bump(conn, row, interval_index=interval, updates=update_index)
         logger.info(
             "run %s: update %d at %d steps -> version %d",

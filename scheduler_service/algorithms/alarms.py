@@ -144,8 +144,10 @@ def evaluate_alarms(
     window_episodes: npt.ArrayLike,
     success_history: npt.ArrayLike | None = None,
     thresholds: AlarmThresholds | None = None,
+    update_rejected: bool = False,
 ) -> AlarmReport:
-    """All collapse alarms of one run."""
+    """All collapse alarms of one run, and ``update_rejected``: the last controller update
+    kept the previous policy because its result was not usable."""
     t = thresholds or AlarmThresholds()
     u = _shares(usage)
     k = u.size
@@ -177,5 +179,6 @@ def evaluate_alarms(
         ),
         Alarm("starved_clips", float(len(starved)), 0.0, bool(starved), starved),
         Alarm("stalled_clips", float(len(stalled)), 0.0, bool(stalled), stalled),
+        Alarm("update_rejected", float(update_rejected), 0.0, update_rejected, ()),
     )
     return AlarmReport(alarms)

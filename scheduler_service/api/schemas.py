@@ -49,6 +49,16 @@ MAX_EPISODE_STEPS = 10**9
 """Largest steps (and term count) of one episode: counters stay within int64."""
 MAX_INT64 = 2**63 - 1
 
+MAX_RATE = 100.0
+"""Largest controller step eta and weight step lambda: eta |u* - u| <= 100 in a logit."""
+MAX_SCALE = 1e3
+"""Largest UCB c, temperature, threshold delta and curriculum boost (1 / it the smallest
+boost): every score and logit the updates form stays below ~1e7, far from overflow."""
+MIN_TEMPERATURE = 1e-3
+"""Smallest UCB and LogSumExp temperature (a score / temperature stays finite)."""
+PriorCount = Annotated[float, Field(ge=1e-3, le=1e6)]
+"""A Beta prior pseudo-count of Thompson sampling."""
+
 Share = Annotated[float, Field(ge=0.0, le=MAX_SHARE)]
 """A non-negative finite number (a share or a relative weight)."""
 
@@ -77,10 +87,13 @@ class StrategyModel(Model):
     """How ``clip_probs`` adapt; fields left out come from the preset (or these defaults)."""
 
     kind: StrategyKind = _STRATEGY_DEFAULTS.kind
-    eta: float = Field(_STRATEGY_DEFAULTS.eta, ge=0.0, description="controller step size")
+    eta: float = Field(
+        _STRATEGY_DEFAULTS.eta, ge=0.0, le=MAX_RATE, description="controller step size"
+    )
     update_every_steps: int = Field(
         _STRATEGY_DEFAULTS.update_every_steps,
         ge=1,
+        le=MAX_INT64,
         description="env steps (summed over all learners) between two updates",
     )
     usage_measure: UsageMeasure = _STRATEGY_DEFAULTS.usage_measure
@@ -96,12 +109,12 @@ class StrategyModel(Model):
         le=1.0,
         description="probability floor, p_min * clips <= 1; null: min(0.01, 0.1 / clips)",
     )
-    ucb_c: float = Field(_STRATEGY_DEFAULTS.ucb_c, ge=0.0)
-    ucb_temperature: float = Field(_STRATEGY_DEFAULTS.ucb_temperature, gt=0.0)
-    success_ema: float = Field(_STRATEGY_DEFAULTS.success_ema, gt=0.0, le=1.0)
-    thompson_prior: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (
-        _STRATEGY_DEFAULTS.thompson_prior
+    ucb_c: float = Field(_STRATEGY_DEFAULTS.ucb_c, ge=0.0, le=MAX_SCALE)
+    ucb_temperature: float = Field(
+        _STRATEGY_DEFAULTS.ucb_temperature, ge=MIN_TEMPERATURE, le=MAX_SCALE
     )
+    success_ema: float = Field(_STRATEGY_DEFAULTS.success_ema, gt=0.0, le=1.0)
+    thompson_prior: tuple[PriorCount, PriorCount] = _STRATEGY_DEFAULTS.thompson_prior
     thompson_discount: float = Field(_STRATEGY_DEFAULTS.thompson_discount, gt=0.0, le=1.0)
 
     def over(self, base: StrategyParams) -> StrategyParams:
@@ -118,19 +131,19 @@ class CurriculumModel(Model):
     """§8 early curriculum: boost these clips' reward weights, then release them."""
 
     clips: list[Name]
-    boost: float = Field(1.5, gt=0.0)
-    hold_steps: int = Field(1_000_000, ge=0)
-    release_steps: int = Field(1_000_000, ge=0)
+    boost: float = Field(1.5, ge=1.0 / MAX_SCALE, le=MAX_SCALE)
+    hold_steps: int = Field(1_000_000, ge=0, le=MAX_INT64)
+    release_steps: int = Field(1_000_000, ge=0, le=MAX_INT64)
 
 
 class AggregationModel(Model):
     """How actors combine per-clip rewards; fields left out come from the preset."""
 
     kind: AggregationKind = _AGGREGATION_DEFAULTS.kind
-    temperature: float = Field(_AGGREGATION_DEFAULTS.temperature, gt=0.0)
-    threshold_delta: float = Field(_AGGREGATION_DEFAULTS.threshold_delta, ge=0.0)
+    temperature: float = Field(_AGGREGATION_DEFAULTS.temperature, ge=MIN_TEMPERATURE, le=MAX_SCALE)
+    threshold_delta: float = Field(_AGGREGATION_DEFAULTS.threshold_delta, ge=0.0, le=MAX_SCALE)
     adaptive_weights: bool = _AGGREGATION_DEFAULTS.adaptive_weights
-    weight_lr: float = Field(_AGGREGATION_DEFAULTS.weight_lr, ge=0.0)
+    weight_lr: float = Field(_AGGREGATION_DEFAULTS.weight_lr, ge=0.0, le=MAX_RATE)
     curriculum: CurriculumModel | None = None
 
     def over(self, base: AggregationParams) -> AggregationParams:
@@ -565,6 +578,9 @@ class HistoryRowOut(Model):
     usage_window: list[float]
     reward_weights: list[float]
     success: list[float | None]
+    rejected: str | None = Field(
+        None, description="why this update kept the previous policy, if it did"
+    )
 
     @classmethod
     def from_row(cls, row: HistoryRow) -> HistoryRowOut:
@@ -580,6 +596,7 @@ class HistoryRowOut(Model):
             usage_window=list(row.usage_window),
             reward_weights=list(row.reward_weights),
             success=list(row.success),
+            rejected=row.rejected,
         )
 
 

@@ -743,6 +743,7 @@ class Repository:
                         "usage_window": row.usage_window,
                         "reward_weights": row.reward_weights,
                         "success": row.success,
+                        **({"rejected": row.rejected} if row.rejected else {}),
                     }
                 ),
             )
@@ -774,6 +775,7 @@ class Repository:
                     usage_window=tuple(arrays["usage_window"]),
                     reward_weights=tuple(arrays["reward_weights"]),
                     success=tuple(arrays["success"]),
+                    rejected=arrays.get("rejected"),
                 )
             )
         return out
