@@ -85,11 +85,17 @@ def _authenticate(
     return matched
 
 
-def require_any_token(request: Request) -> None:
-    """Raise 401 unless auth is off or the ``Authorization`` header holds a valid token.
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""Every route with one of these methods changes state and needs the write token."""
 
-    Runs before the body is read (see ``OrjsonRoute``); read/write access is checked
-    later by the route's dependency.
+
+def require_any_token(request: Request) -> None:
+    """Raise 401 unless auth is off or the ``Authorization`` header holds a valid token,
+    and 403 when a read token calls a write route.
+
+    Runs before the body is read (see ``OrjsonRoute``), so neither a missing token nor a
+    read token on a write ever learns how its body would have been judged; the route's
+    dependency checks access again and names the operator.
     """
     settings = _settings(request)
     if not settings.auth_enabled:
@@ -100,7 +106,9 @@ def require_any_token(request: Request) -> None:
         if scheme.lower() == "bearer" and token.strip()
         else None
     )
-    _authenticate(settings, credentials)
+    principal = _authenticate(settings, credentials)
+    if request.method in WRITE_METHODS and principal.access != "write":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this call needs the write token")
 
 
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]

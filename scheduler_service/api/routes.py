@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 
 from scheduler_service.api.deps import IfMatch, Operator, ReadService, ServiceDep, WriteService
 from scheduler_service.api.schemas import (
     MAX_INT64,
+    RUN_NAME_PATTERN,
     AuditOut,
     AuditRowOut,
     ClipProbsIn,
@@ -31,7 +33,18 @@ from scheduler_service.store.tables import SCHEMA_VERSION
 
 router = APIRouter(route_class=OrjsonRoute)
 
-RunPath = Annotated[str, Path(alias="run", description="run name", max_length=200)]
+_RUN_NAME = re.compile(RUN_NAME_PATTERN)
+
+
+def _run_path(run: Annotated[str, Path(description="run name", max_length=200)]) -> str:
+    """The run name of the path; one no run can have (control characters, NUL) is a 404
+    before any database sees it."""
+    if not _RUN_NAME.match(run):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run!r} does not exist")
+    return run
+
+
+RunPath = Annotated[str, Depends(_run_path)]
 
 
 def _state(state_out: RunStateOut, response: Response) -> RunStateOut:

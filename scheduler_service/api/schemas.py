@@ -12,7 +12,7 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StringConstraints
 
 from scheduler_service.algorithms.aggregation import AggregationKind
 from scheduler_service.algorithms.alarms import AlarmReport
@@ -35,10 +35,14 @@ from scheduler_service.domain import (
     UsageMeasure,
 )
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-"""A clip, group, learner, episode or term name."""
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+"""No control characters (NUL included): the same names on SQLite and PostgreSQL, which
+refuses NUL in text."""
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NAME_PATTERN)]
+"""A clip, group, learner, episode or term name: 1-200 characters, no control characters."""
 
-RunName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+RunName = Annotated[str, StringConstraints(pattern=RUN_NAME_PATTERN)]
 """A run name: letters, digits, '.', '_' and '-', at most 128 characters."""
 
 MAX_SHARE = 1e12
@@ -62,7 +66,8 @@ PriorCount = Annotated[float, Field(ge=1e-3, le=1e6)]
 Share = Annotated[float, Field(ge=0.0, le=MAX_SHARE)]
 """A non-negative finite number (a share or a relative weight)."""
 
-Shares = dict[Name, Share]
+Shares = Annotated[dict[Name, Share], Field(min_length=1)]
+"""Shares by clip or group name; an empty map is a 422 (it would change nothing)."""
 
 _STRATEGY_DEFAULTS = StrategyParams()
 _AGGREGATION_DEFAULTS = AggregationParams()
@@ -493,8 +498,10 @@ class OutcomeIn(Model):
     model_config = ConfigDict(populate_by_name=True)
 
     episode_id: Name
-    clip: Annotated[int, Field(ge=0)] | Name = Field(description="clip name or integer id")
-    steps: int = Field(ge=1, le=MAX_EPISODE_STEPS)
+    clip: Annotated[StrictInt, Field(ge=0, le=MAX_CLIPS)] | Name = Field(
+        description='clip name or integer id (a JSON integer: true or "3" is not an id)'
+    )
+    steps: StrictInt = Field(ge=1, le=MAX_EPISODE_STEPS)
     episode_return: float = Field(alias="return", ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)
     success: float = Field(ge=0.0, le=1.0)
     reward_terms: dict[Name, TermMomentsIn] = Field(default_factory=dict, max_length=64)

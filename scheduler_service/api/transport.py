@@ -6,18 +6,21 @@ answering 413 as soon as the cap is crossed without reading the rest.
 ``OrjsonRoute`` checks the bearer token (when tokens are configured) before anything
 reads the body, so an unauthenticated request is a 401 whatever its body, and parses
 JSON bodies with orjson, which rejects ``NaN``, ``Infinity`` and
-numbers that overflow to infinity (``1e309``) as malformed JSON (a 422), where the
-standard library would turn them into floats.
+numbers that overflow to infinity (``1e309``) as malformed JSON, where the standard
+library would turn them into floats: the 422 then names the field and item that held it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -86,6 +89,23 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def first_non_finite(value: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """Where the first NaN or infinity sits in parsed JSON (keys and indices), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = first_non_finite(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 class OrjsonRequest(Request):
     """A request whose ``json()`` is orjson's strict parser."""
 
@@ -94,6 +114,31 @@ class OrjsonRequest(Request):
         if not hasattr(self, "_json"):
             self._json = orjson.loads(await self.body())
         return self._json
+
+    async def refuse_non_finite(self) -> None:
+        """Raise a 422 naming the field and item of a ``NaN``, ``Infinity`` or overflowing
+        number (``1e309``) in a JSON body.
+
+        orjson refuses them with a byte offset only; such a body is read again by the
+        standard parser (which takes them) just to find where the number sits
+        (``outcomes[3].return``). Any other malformed body is left to :meth:`json`.
+        """
+        body = await self.body()
+        if not body:
+            return
+        try:
+            self._json = orjson.loads(body)
+            return
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            where = first_non_finite(json.loads(body))
+        except (ValueError, RecursionError):
+            return
+        if where is not None:
+            error = {"type": "finite_number", "loc": ("body", *where),
+                     "msg": "Input should be a finite number"}  # fmt: skip
+            raise RequestValidationError([error])
 
 
 PUBLIC_PATHS = frozenset({"/health"})
@@ -110,6 +155,9 @@ class OrjsonRoute(APIRoute):
         async def orjson_handler(request: Request) -> Response:
             if request.url.path not in PUBLIC_PATHS:
                 require_any_token(request)  # 401 before the body is read or decoded
-            return await handler(OrjsonRequest(request.scope, request.receive))
+            parsed = OrjsonRequest(request.scope, request.receive)
+            if request.method in ("POST", "PUT", "PATCH"):
+                await parsed.refuse_non_finite()
+            return await handler(parsed)
 
         return orjson_handler

@@ -146,3 +146,23 @@ def test_without_tokens_the_server_binds_to_loopback_and_says_so(tmp_path: Path)
     log = process.log_tail(20_000)
     assert "loopback" in log
     assert f"127.0.0.1:{port}" in log
+
+
+async def test_a_read_token_on_a_write_is_403_whatever_the_body(
+    secured: httpx.AsyncClient,
+) -> None:
+    writes = [(m, p) for m, p in await operations(secured) if m != "GET"]
+    bodies = (*BODIES, b'{"learner_id": "l", "outcomes": [{"return": NaN}]}', b"[]")
+    statuses = {
+        (method, path, body): (
+            await secured.request(
+                method,
+                path,
+                content=body,
+                headers={"Authorization": f"Bearer {READ}", "Content-Type": "application/json"},
+            )
+        ).status_code
+        for method, path in writes
+        for body in bodies
+    }
+    assert set(statuses.values()) == {403}, {k: v for k, v in statuses.items() if v != 403}
