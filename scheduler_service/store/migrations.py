@@ -10,6 +10,8 @@ per clip and reward term, ``learner_clips``: one per learner and clip) become on
 base of ``algorithms.clip_stats``), with no pending ``clip_deltas``; ``runs`` gains
 ``pending_deltas``. Every number is carried over as is. The v1 definitions of the
 dropped tables are kept below (``V1_TABLES``) to read them, and for the migration test.
+
+v2 -> v3: the audit id becomes 64-bit on PostgreSQL (``migrate_v2_to_v3``).
 """
 
 from __future__ import annotations
@@ -160,5 +162,19 @@ def migrate_v1_to_v2(conn: Connection) -> None:
         conn.execute(text(f"DROP TABLE {table.name}"))
 
 
-MIGRATIONS: Mapping[int, Callable[[Connection], None]] = {1: migrate_v1_to_v2}
+def migrate_v2_to_v3(conn: Connection) -> None:
+    """The audit id (the client's ``since_id`` cursor, up to 2^63 - 1) becomes 64-bit.
+
+    PostgreSQL: the column and its sequence become BIGINT (a cursor above 2^31 - 1 was a
+    500). SQLite: nothing to do, an INTEGER PRIMARY KEY is already 64-bit.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ALTER TABLE audit ALTER COLUMN id TYPE BIGINT"))
+        conn.execute(text("ALTER SEQUENCE IF EXISTS audit_id_seq AS BIGINT"))
+
+
+MIGRATIONS: Mapping[int, Callable[[Connection], None]] = {
+    1: migrate_v1_to_v2,
+    2: migrate_v2_to_v3,
+}
 """Schema version n -> the step migrating a database from n to n + 1."""

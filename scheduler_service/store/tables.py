@@ -37,8 +37,12 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the schema below; stored in ``schema_meta`` under ``schema_version``."""
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+"""A 64-bit id: BIGINT on PostgreSQL; INTEGER on SQLite, whose INTEGER PRIMARY KEY is
+already 64-bit and the rowid (a BIGINT column there would not auto-increment)."""
 
 NAME_LENGTH = 200
 """Longest run, clip, learner, episode or term name."""
@@ -171,7 +175,7 @@ history = Table(
 audit = Table(
     "audit",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", BigId, primary_key=True, autoincrement=True),  # the audit cursor (since_id)
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
     Column("time", Double, nullable=False),
     Column("actor", String(NAME_LENGTH), nullable=False),

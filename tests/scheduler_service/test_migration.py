@@ -278,7 +278,54 @@ async def test_a_v1_database_is_migrated_with_every_number_kept(database_url: st
             pending = conn.execute(text("SELECT pending_deltas FROM runs")).scalar_one()
             rows = conn.execute(text("SELECT COUNT(*) FROM clip_deltas")).scalar_one()
             assert pending == rows == 1
-        assert int(version) == tables.SCHEMA_VERSION == 2
+        assert int(version) == tables.SCHEMA_VERSION == 3
         assert not names & {"clip_stats", "clip_term_moments", "learner_clips"}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_v2_database_gets_a_64_bit_audit_cursor(database_url: str) -> None:
+    from tests.scheduler_service.helpers import create_run
+
+    async with running_app(database_url) as client:
+        await create_run(client, "r")
+    engine = create_store_engine(database_url)
+    try:  # make it a v2 database: a 32-bit audit id on PostgreSQL, version 2
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("ALTER TABLE audit ALTER COLUMN id TYPE INTEGER"))
+            conn.execute(
+                tables.schema_meta.update()
+                .where(tables.schema_meta.c.key == "schema_version")
+                .values(value="2")
+            )
+    finally:
+        engine.dispose()
+    async with running_app(database_url) as client:
+        for cursor in (2**31, 2**40, 2**63 - 1):
+            answer = await client.get("/runs/r/audit", params={"since_id": cursor})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["entries"] == []
+        entries = (await client.get("/runs/r/audit", params={"since_id": 0})).json()["entries"]
+        assert [e["action"] for e in entries] == ["create_run"]
+    engine = create_store_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(
+                select(tables.schema_meta.c.value).where(
+                    tables.schema_meta.c.key == "schema_version"
+                )
+            ).scalar_one()
+            assert int(version) == 3
+            if conn.dialect.name == "postgresql":
+                kind = conn.execute(
+                    text(
+                        "SELECT data_type FROM information_schema.columns "
+                        "WHERE table_name = 'audit' AND column_name = 'id' "
+                        "AND table_schema = current_schema()"
+                    )
+                ).scalar_one()
+                assert kind == "bigint"
     finally:
         engine.dispose()
