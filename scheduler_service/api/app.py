@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from scheduler_service.api.routes import router
 from scheduler_service.api.schemas import error_detail
-from scheduler_service.api.transport import BodySizeLimit
+from scheduler_service.api.transport import BodySizeLimit, KeepConnectionOnError
 from scheduler_service.config import Settings
 from scheduler_service.dashboard import mount_dashboard
 from scheduler_service.errors import (
@@ -153,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(KeepConnectionOnError)  # outermost of ours: sees what the rest raise
     app.include_router(router)
     install_metrics(app, new_metrics(max_clips=settings.metrics_max_clips))
     mount_dashboard(app)

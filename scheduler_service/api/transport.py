@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -25,6 +26,45 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler_service.api.deps import require_any_token
+
+logger = logging.getLogger(__name__)
+
+
+class KeepConnectionOnError:
+    """Pure ASGI middleware: an unexpected exception becomes a 500 JSON answer here.
+
+    Starlette's outermost error middleware answers 500 and then re-raises, and uvicorn
+    closes a keep-alive connection when an exception escapes the app after its answer:
+    the client's *next* request on that connection failed too. Handled here, the error is
+    logged once and the connection stays open.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # half an answer is out: nothing to do but close
+                raise
+            body = orjson.dumps({"detail": "internal server error"})
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(body)).encode())]  # fmt: skip
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
 
 
 class _BodyTooLarge(Exception):
