@@ -20,12 +20,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler_service.api.deps import require_any_token
+from scheduler_service.api.deps import WRITE_METHODS, require_any_token
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,39 @@ class OrjsonRequest(Request):
             raise RequestValidationError([error])
 
 
+def refuse_cross_site_writes(request: Request) -> None:
+    """403 for a state-changing request a browser sent from another site.
+
+    Without tokens (loopback mode), any web page on the operator's machine could post a
+    form to the scheduler and pause a run. Browsers mark such requests: ``Sec-Fetch-Site``
+    is ``cross-site`` or ``same-site`` (another port is another origin), and ``Origin``
+    names the page's origin. Requests from scripts and the client carry neither, or the
+    scheduler's own origin (the dashboard). A form cannot send ``application/json``, so
+    ``require_json_body`` closes the rest.
+    """
+    if request.method not in WRITE_METHODS:
+        return
+    fetch_site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if fetch_site in ("cross-site", "same-site") or (origin is not None and origin != own):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site requests cannot change state")
+
+
+def require_json_body(request: Request) -> None:
+    """415 for a write whose body is not ``application/json`` (what a form posts)."""
+    if request.method not in WRITE_METHODS:
+        return
+    has_body = request.headers.get("content-length", "0") not in ("", "0") or (
+        "transfer-encoding" in request.headers
+    )
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if has_body and kind != "application/json":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "a request body must be application/json"
+        )
+
+
 PUBLIC_PATHS = frozenset({"/health"})
 """Routes served without a token even when tokens are configured."""
 
@@ -193,8 +226,10 @@ class OrjsonRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def orjson_handler(request: Request) -> Response:
+            refuse_cross_site_writes(request)  # before anything else, tokens or not
             if request.url.path not in PUBLIC_PATHS:
                 require_any_token(request)  # 401 before the body is read or decoded
+            require_json_body(request)
             parsed = OrjsonRequest(request.scope, request.receive)
             if request.method in ("POST", "PUT", "PATCH"):
                 await parsed.refuse_non_finite()
