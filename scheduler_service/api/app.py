@@ -164,4 +164,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(DBAPIError, _database_error)
     for error, code in _STATUS.items():
         app.add_exception_handler(error, _service_error(code))
+    if not settings.auth_enabled:
+        app.openapi = _without_security(app.openapi)  # type: ignore[method-assign]
     return app
+
+
+def _without_security(openapi: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document of a server without tokens: no security scheme, no 401."""
+
+    def document() -> dict[str, Any]:
+        schema = openapi()
+        schema.get("components", {}).pop("securitySchemes", None)
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                operation.pop("security", None)
+                operation.get("responses", {}).pop("401", None)
+        return schema
+
+    return document

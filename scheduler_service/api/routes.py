@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 
@@ -14,6 +14,7 @@ from scheduler_service.api.schemas import (
     AuditOut,
     AuditRowOut,
     ClipProbsIn,
+    ErrorOut,
     HealthOut,
     HistoryOut,
     HistoryRowOut,
@@ -47,6 +48,28 @@ def _run_path(run: Annotated[str, Path(description="run name", max_length=200)])
 RunPath = Annotated[str, Depends(_run_path)]
 
 
+_ERROR_TEXT: dict[int, str] = {
+    401: "no valid bearer token (tokens configured)",
+    403: "a read token on a write, or a cross-site write",
+    404: "no such run",
+    409: "the run exists, or an episode id was posted with another payload",
+    412: "If-Match is stale: the answer carries the current state_version",
+    413: "request body too large",
+    415: "a write body that is not application/json",
+    422: "invalid input: detail names every field",
+    503: "busy (writer queue full, database locked): retry after Retry-After",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries of the error answers an operation can give."""
+    return {code: {"model": ErrorOut, "description": _ERROR_TEXT[code]} for code in codes}
+
+
+_READ = (401, 404, 503)
+_WRITE = (401, 403, 404, 413, 415, 503)
+
+
 def _state(state_out: RunStateOut, response: Response) -> RunStateOut:
     response.headers["ETag"] = f'"{state_out.state_version}"'
     return state_out
@@ -59,7 +82,12 @@ async def health(service: ServiceDep) -> HealthOut:
     return HealthOut(status="ok", database=service.database_kind, schema_version=SCHEMA_VERSION)
 
 
-@router.post("/runs", status_code=status.HTTP_201_CREATED, tags=["runs"])
+@router.post(
+    "/runs",
+    status_code=status.HTTP_201_CREATED,
+    tags=["runs"],
+    responses=_errors(401, 403, 409, 413, 415, 503),
+)
 async def create_run(
     actor: Operator, body: RunCreate, service: ServiceDep, response: Response
 ) -> RunStateOut:
@@ -68,13 +96,13 @@ async def create_run(
     return _state(RunStateOut.from_state(state), response)
 
 
-@router.get("/runs", tags=["runs"])
+@router.get("/runs", tags=["runs"], responses=_errors(401, 503))
 async def list_runs(service: ReadService) -> RunListOut:
     """List every run with its totals."""
     return RunListOut(runs=[RunSummaryOut.from_summary(s) for s in await service.list_runs()])
 
 
-@router.get("/runs/{run}", tags=["runs"])
+@router.get("/runs/{run}", tags=["runs"], responses=_errors(*_READ))
 async def get_run(service: ReadService, run: RunPath, response: Response) -> RunStateOut:
     """Read a run's state: usage against target per clip, learners, totals."""
     return _state(RunStateOut.from_state(await service.get_run_state(run)), response)
@@ -84,7 +112,10 @@ async def get_run(service: ReadService, run: RunPath, response: Response) -> Run
     "/runs/{run}/next-clips",
     tags=["actors"],
     response_class=Response,
-    responses={200: {"model": NextClipsOut, "description": "sampled clip ids"}},
+    responses={
+        200: {"model": NextClipsOut, "description": "sampled clip ids"},
+        **_errors(*_READ),
+    },
 )
 async def next_clips(
     service: ReadService,
@@ -100,7 +131,7 @@ async def next_clips(
     return Response(content=body, media_type="application/json")
 
 
-@router.post("/runs/{run}/outcomes", tags=["actors"])
+@router.post("/runs/{run}/outcomes", tags=["actors"], responses=_errors(*_WRITE, 409))
 async def post_outcomes(service: WriteService, run: RunPath, body: OutcomeBatchIn) -> IngestOut:
     """Report finished episodes; a batch with one bad item is rejected whole."""
     result = await service.ingest_outcomes(
@@ -109,7 +140,7 @@ async def post_outcomes(service: WriteService, run: RunPath, body: OutcomeBatchI
     return IngestOut.from_result(result)
 
 
-@router.put("/runs/{run}/targets", tags=["operators"])
+@router.put("/runs/{run}/targets", tags=["operators"], responses=_errors(*_WRITE, 412))
 async def put_targets(
     actor: Operator,
     expected: IfMatch,
@@ -129,7 +160,7 @@ async def put_targets(
     return _state(RunStateOut.from_state(state), response)
 
 
-@router.put("/runs/{run}/clip-probs", tags=["operators"])
+@router.put("/runs/{run}/clip-probs", tags=["operators"], responses=_errors(*_WRITE, 412))
 async def put_clip_probs(
     actor: Operator,
     expected: IfMatch,
@@ -145,7 +176,7 @@ async def put_clip_probs(
     return _state(RunStateOut.from_state(state), response)
 
 
-@router.put("/runs/{run}/reward-weights", tags=["operators"])
+@router.put("/runs/{run}/reward-weights", tags=["operators"], responses=_errors(*_WRITE, 412))
 async def put_reward_weights(
     actor: Operator,
     expected: IfMatch,
@@ -161,7 +192,7 @@ async def put_reward_weights(
     return _state(RunStateOut.from_state(state), response)
 
 
-@router.post("/runs/{run}/pause", tags=["operators"])
+@router.post("/runs/{run}/pause", tags=["operators"], responses=_errors(*_WRITE, 412))
 async def pause(
     actor: Operator, expected: IfMatch, run: RunPath, service: ServiceDep, response: Response
 ) -> RunStateOut:
@@ -170,7 +201,7 @@ async def pause(
     return _state(RunStateOut.from_state(state), response)
 
 
-@router.post("/runs/{run}/resume", tags=["operators"])
+@router.post("/runs/{run}/resume", tags=["operators"], responses=_errors(*_WRITE, 412))
 async def resume(
     actor: Operator, expected: IfMatch, run: RunPath, service: ServiceDep, response: Response
 ) -> RunStateOut:
@@ -179,7 +210,7 @@ async def resume(
     return _state(RunStateOut.from_state(state), response)
 
 
-@router.get("/runs/{run}/history", tags=["runs"])
+@router.get("/runs/{run}/history", tags=["runs"], responses=_errors(*_READ))
 async def history(
     service: ReadService,
     run: RunPath,
@@ -194,7 +225,7 @@ async def history(
     return HistoryOut(clip_names=list(names), updates=[HistoryRowOut.from_row(r) for r in rows])
 
 
-@router.get("/runs/{run}/audit", tags=["operators"])
+@router.get("/runs/{run}/audit", tags=["operators"], responses=_errors(*_READ))
 async def audit(
     service: ReadService,
     run: RunPath,

@@ -645,6 +645,13 @@ class AuditOut(Model):
     entries: list[AuditRowOut]
 
 
+class ErrorOut(BaseModel):
+    """An error answer: ``detail`` is a message, or a list of field errors (422)."""
+
+    detail: JsonValue
+    state_version: int | None = Field(None, description="the current version (412 only)")
+
+
 class HealthOut(Model):
     """``GET /health``."""
 
