@@ -123,7 +123,7 @@ async def test_per_clip_series_vanish_above_the_clip_limit_but_alarms_stay(
     assert len(_labelled(samples, "scheduler_clip_usage", run="small")) == 5
     for name in ("scheduler_clip_usage", "scheduler_clip_target_usage", "scheduler_clip_prob"):
         assert _labelled(samples, name, run="big") == []
-    assert len(_labelled(samples, "scheduler_alarm_firing", run="big")) == 5
+    assert len(_labelled(samples, "scheduler_alarm_firing", run="big")) == 6
 
 
 def _run(name: str, clips: int) -> dict[str, Any]:

@@ -88,10 +88,11 @@ def test_balanced_run_fires_no_alarm() -> None:
         "max_target_gap",
         "starved_clips",
         "stalled_clips",
+        "update_rejected",
     }
 
 
-def test_collapsed_run_fires_every_alarm() -> None:
+def test_collapsed_run_fires_every_collapse_alarm() -> None:
     k = 10
     usage = np.zeros(k)
     usage[0] = 1.0
@@ -99,7 +100,8 @@ def test_collapsed_run_fires_every_alarm() -> None:
     window[0] = 500
     history = np.tile(np.linspace(0, 1, k), (6, 1))
     report = evaluate_alarms(usage, np.full(k, 1 / k), window, history)
-    assert set(report.firing) == {a.name for a in report.alarms}
+    collapse = {a.name for a in report.alarms} - {"update_rejected"}
+    assert set(report.firing) == collapse
     starved = next(a for a in report.alarms if a.name == "starved_clips")
     assert starved.clips == tuple(range(1, k))
 
@@ -133,3 +135,11 @@ def test_effective_clips_threshold_follows_the_targets_not_the_clip_count() -> N
     collapsed = np.zeros(k)
     collapsed[0] = 1.0
     assert "effective_clips" in evaluate_alarms(collapsed, target, np.full(k, 50)).firing
+
+
+def test_a_rejected_update_fires_its_alarm_alone() -> None:
+    k = 4
+    report = evaluate_alarms(
+        np.full(k, 1 / k), np.full(k, 1 / k), np.full(k, 30), update_rejected=True
+    )
+    assert report.firing == ("update_rejected",)
